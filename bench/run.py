@@ -1,0 +1,494 @@
+"""Benchmark Ringwall against nginx and nginx with ModSecurity and OWASP CRS.
+
+Everything runs on loopback: an nginx backend, each proxy in turn, and wrk.
+docs/benchmarks.md describes the method. Run it with `make bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from child_processes import (
+    ProbeRequest,
+    StartError,
+    pinned,
+    running,
+    send_probe,
+    stop_process_group,
+    tail,
+    wait_until_ready,
+)
+from nginx_conf import (
+    MissingFileError,
+    write_backend_conf,
+    write_modsecurity_rules,
+    write_proxy_conf,
+)
+from proc_cpu import busy_fractions, read_cpu_times, tree_cpu_seconds
+from report import (
+    SystemResult,
+    efficiencies,
+    format_table,
+    machine_facts,
+    result_to_json,
+    verdict,
+    write_results,
+)
+from wrk_output import WrkOutputError, WrkResult, parse_wrk_output
+
+SYSTEMS = ("direct", "nginx", "nginx-modsecurity", "ringwall")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RINGWALL_BIN = REPO_ROOT / ".venv" / "bin" / "ringwall"
+RINGWALL_CONFIG = REPO_ROOT / "examples" / "minimal.yaml"
+LOOPBACK = "127.0.0.1"
+BACKEND_BODY = b'{"status":"ok"}'
+# Headers of a typical API client, sent to every system. wrk sends no
+# User-Agent or Accept by default. With a name in Host, OWASP CRS 3.3.4 rule
+# 920350 (numeric Host, 3 anomaly points at paranoia level 1) does not match.
+REQUEST_HEADERS = {
+    "Host": "localhost",
+    "User-Agent": "ringwall-bench/1",
+    "Accept": "application/json",
+}
+WRK_TIMEOUT_MARGIN_S = 30
+# A CPU busier than this before the run means another program competes with
+# the benchmark, so the harness prints a warning.
+IDLE_CHECK_BUSY_LIMIT = 0.10
+IDLE_CHECK_INTERVAL_S = 1.0
+
+
+class HarnessError(RuntimeError):
+    """Raised when the benchmark itself cannot run, as opposed to a system under test failing."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Command-line settings. Durations are in seconds."""
+
+    systems: tuple[str, ...]
+    duration_s: int
+    warmup_s: int
+    connections: int
+    threads: int
+    proxy_cpu: int
+    load_cpu: int
+    start_timeout_s: float
+    keep_temp: bool
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start one proxy: its command and environment, or why it cannot start."""
+
+    command: list[str] = field(default_factory=list)
+    env: Mapping[str, str] | None = None
+    skip_reason: str = ""
+
+
+@dataclass(frozen=True)
+class Bench:
+    """State shared by all measurements of one run."""
+
+    settings: Settings
+    prefix: Path
+    backend_port: int
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Benchmark Ringwall against nginx and nginx with ModSecurity and OWASP CRS "
+        "on loopback, and report requests/s, latency and proxy CPU time per request.",
+    )
+    parser.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"comma-separated systems to measure, in order (default: {','.join(SYSTEMS)})",
+    )
+
+    parser.add_argument(
+        "--duration",
+        type=int,
+        default=10,
+        help="measured wrk run per system, in seconds (default: 10)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="unmeasured wrk run before each measurement, in seconds, or 0 for none (default: 2)",
+    )
+    parser.add_argument(
+        "--connections", type=int, default=50, help="wrk keep-alive connections (default: 50)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default: 1)")
+
+    parser.add_argument(
+        "--proxy-cpu",
+        type=int,
+        default=0,
+        help="CPU that the proxy under test is pinned to (default: 0)",
+    )
+    parser.add_argument(
+        "--load-cpu",
+        type=int,
+        default=1,
+        help="CPU that wrk and the backend are pinned to (default: 1)",
+    )
+
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=30.0,
+        help="time allowed for a proxy to return its first response, in seconds (default: 30)",
+    )
+    parser.add_argument(
+        "--keep-temp",
+        action="store_true",
+        help="keep the temp dir with configs and logs, and print its path",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> Settings:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return Settings(
+        systems=_parse_systems(parser, args.systems),
+        duration_s=_positive(parser, "--duration", args.duration),
+        warmup_s=max(args.warmup, 0),
+        connections=_positive(parser, "--connections", args.connections),
+        threads=_positive(parser, "--threads", args.threads),
+        proxy_cpu=args.proxy_cpu,
+        load_cpu=args.load_cpu,
+        start_timeout_s=args.start_timeout,
+        keep_temp=args.keep_temp,
+    )
+
+
+def _parse_systems(parser: argparse.ArgumentParser, text: str) -> tuple[str, ...]:
+    systems = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in systems if name not in SYSTEMS]
+    if unknown or not systems:
+        parser.error(f"invalid --systems {text!r}: choose from {', '.join(SYSTEMS)}")
+    return systems
+
+
+def _positive(parser: argparse.ArgumentParser, option: str, value: int) -> int:
+    if value <= 0:
+        parser.error(f"invalid {option} {value}: must be at least 1")
+    return value
+
+
+def check_prerequisites(settings: Settings) -> None:
+    for tool in ("nginx", "wrk", "taskset"):
+        if shutil.which(tool) is None:
+            raise HarnessError(f"{tool} not found on PATH. Run `make setup` to install it.")
+    allowed = os.sched_getaffinity(0)
+    for option, cpu in (("--proxy-cpu", settings.proxy_cpu), ("--load-cpu", settings.load_cpu)):
+        if cpu not in allowed:
+            raise HarnessError(f"invalid {option} {cpu}: usable CPUs are {sorted(allowed)}")
+    if settings.proxy_cpu == settings.load_cpu:
+        raise HarnessError("--proxy-cpu and --load-cpu must differ, or wrk competes with the proxy")
+
+
+def check_cpus_idle(settings: Settings) -> dict[int, float]:
+    """Return the busy fraction of the benchmark CPUs over one second, warning when it is high."""
+    before = read_cpu_times()
+    time.sleep(IDLE_CHECK_INTERVAL_S)
+    fractions = busy_fractions(before, read_cpu_times())
+    for cpu in (settings.proxy_cpu, settings.load_cpu):
+        busy = fractions.get(cpu, 0.0)
+        if busy > IDLE_CHECK_BUSY_LIMIT:
+            print(
+                f"bench: warning: CPU {cpu} was {busy:.0%} busy before the run. Another "
+                "program competes with the benchmark, so the numbers are unreliable.",
+                flush=True,
+            )
+    return fractions
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on loopback now. Another process could take it later."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def probe_request(port: int) -> ProbeRequest:
+    return ProbeRequest(host=LOOPBACK, port=port, path="/", headers=REQUEST_HEADERS)
+
+
+def wrk_command(settings: Settings, port: int, duration_s: int) -> list[str]:
+    headers: list[str] = []
+    for name, value in REQUEST_HEADERS.items():
+        headers += ["-H", f"{name}: {value}"]
+    command = [
+        "wrk",
+        f"-t{settings.threads}",
+        f"-c{settings.connections}",
+        f"-d{duration_s}s",
+        "--latency",
+        *headers,
+        f"http://{LOOPBACK}:{port}/",
+    ]
+    return pinned(settings.load_cpu, command)
+
+
+def run_wrk(settings: Settings, port: int, duration_s: int) -> tuple[WrkResult, list[str]]:
+    """Run wrk against loopback `port` and return the parsed report and the command."""
+    command = wrk_command(settings, port, duration_s)
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=duration_s + WRK_TIMEOUT_MARGIN_S)
+    except subprocess.TimeoutExpired:
+        raise HarnessError(f"wrk timed out: {shlex.join(command)}") from None
+    finally:
+        stop_process_group(process)
+
+    output = stdout.decode(errors="replace")
+    if process.returncode != 0:
+        raise HarnessError(
+            f"wrk exited with status {process.returncode}: {shlex.join(command)}\n"
+            + stderr.decode(errors="replace")
+            + output
+        )
+    try:
+        return parse_wrk_output(output), command
+    except WrkOutputError as error:
+        raise HarnessError(str(error)) from error
+
+
+@contextmanager
+def backend(settings: Settings, prefix: Path) -> Iterator[int]:
+    """Run the nginx backend on the load CPU and yield its port."""
+    port = free_port()
+    conf = write_backend_conf(prefix, port)
+    command = pinned(settings.load_cpu, nginx_command(prefix, conf))
+    with running("backend", command, prefix) as process:
+        try:
+            status, body = wait_until_ready(process, probe_request(port), settings.start_timeout_s)
+        except StartError as error:
+            raise HarnessError(
+                f"nginx backend failed to start: {error}\n{tail(prefix / 'backend.stderr')}"
+            ) from error
+        if status != 200 or body != BACKEND_BODY:
+            raise HarnessError(
+                f"nginx backend returned {status} {body!r}, expected 200 {BACKEND_BODY!r}"
+            )
+        yield port
+
+
+def nginx_command(prefix: Path, conf: Path) -> list[str]:
+    return ["nginx", "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"]
+
+
+def measure_direct(bench: Bench) -> SystemResult:
+    settings = bench.settings
+    pinning = f"wrk and backend on CPU {settings.load_cpu}, no proxy"
+    if settings.warmup_s:
+        run_wrk(settings, bench.backend_port, settings.warmup_s)
+    wrk, command = run_wrk(settings, bench.backend_port, settings.duration_s)
+    status = "ok" if wrk.is_valid else "invalid"
+    return SystemResult("direct", status, pinning, wrk=wrk, wrk_command=command)
+
+
+def launch_nginx(bench: Bench, name: str, port: int) -> Launch:
+    """Write the config of the nginx or nginx-modsecurity system and return its command."""
+    rules = None
+    if name == "nginx-modsecurity":
+        try:
+            rules = write_modsecurity_rules(bench.prefix)
+        except MissingFileError as error:
+            return Launch(skip_reason=str(error))
+    conf = write_proxy_conf(bench.prefix, name, port, bench.backend_port, rules)
+    command = pinned(bench.settings.proxy_cpu, nginx_command(bench.prefix, conf))
+    return Launch(command=command)
+
+
+def launch_ringwall(bench: Bench, port: int) -> Launch:
+    for required in (RINGWALL_BIN, RINGWALL_CONFIG):
+        if not required.exists():
+            return Launch(skip_reason=f"{required} not found")
+    command = [
+        str(RINGWALL_BIN),
+        "run",
+        "-c",
+        str(RINGWALL_CONFIG),
+        "--listen",
+        f"{LOOPBACK}:{port}",
+        "--workers",
+        "1",
+    ]
+    env = {"UPSTREAM_URL": f"http://{LOOPBACK}:{bench.backend_port}"}
+    return Launch(command=pinned(bench.settings.proxy_cpu, command), env=env)
+
+
+def measure_proxy(bench: Bench, name: str) -> SystemResult:
+    """Start the proxy `name` on the proxy CPU, run wrk through it and stop it."""
+    settings = bench.settings
+    pinning = f"proxy on CPU {settings.proxy_cpu}, wrk and backend on CPU {settings.load_cpu}"
+    port = free_port()
+    launch = launch_ringwall(bench, port) if name == "ringwall" else launch_nginx(bench, name, port)
+    if launch.skip_reason:
+        return SystemResult(name, "skipped", pinning, reason=launch.skip_reason)
+
+    with running(name, launch.command, bench.prefix, launch.env) as process:
+        try:
+            status, body = wait_until_ready(process, probe_request(port), settings.start_timeout_s)
+        except StartError as error:
+            reason = f"{name} {error}\n{tail(bench.prefix / f'{name}.stderr')}".strip()
+            return SystemResult(name, "skipped", pinning, reason=reason)
+        if status != 200 or body != BACKEND_BODY:
+            reason = f"{name} returned {status} {body[:200]!r}, expected 200 {BACKEND_BODY!r}"
+            return SystemResult(name, "skipped", pinning, reason=reason)
+        return _measure_running_proxy(bench, name, process, port, pinning)
+
+
+def _measure_running_proxy(
+    bench: Bench, name: str, process: subprocess.Popen[bytes], port: int, pinning: str
+) -> SystemResult:
+    settings = bench.settings
+    if settings.warmup_s:
+        run_wrk(settings, port, settings.warmup_s)
+
+    cpu_before = tree_cpu_seconds(process.pid)
+    wrk, command = run_wrk(settings, port, settings.duration_s)
+    cpu_after = tree_cpu_seconds(process.pid)
+
+    result = SystemResult(
+        name, "ok", pinning, wrk=wrk, wrk_command=command, proxy_cpu_s=cpu_after - cpu_before
+    )
+    if process.poll() is not None:
+        result.status = "invalid"
+        result.reason = f"{name} exited with status {process.returncode} during the run"
+    elif not wrk.is_valid:
+        result.status = "invalid"
+        result.reason = "wrk reported socket errors or non-2xx/3xx responses"
+    else:
+        result.reason = _check_after_run(port)
+    return result
+
+
+def _check_after_run(port: int) -> str:
+    """Return a note when the proxy no longer returns 200 after the run, else ""."""
+    try:
+        status, _ = send_probe(probe_request(port))
+    except OSError as error:
+        return f"probe after the run failed: {error}"
+    return "" if status == 200 else f"probe after the run returned {status}"
+
+
+def measure(bench: Bench, name: str) -> SystemResult:
+    print(f"bench: measuring {name} ({bench.settings.duration_s} s)...", flush=True)
+    result = measure_direct(bench) if name == "direct" else measure_proxy(bench, name)
+    if result.reason:
+        print(f"bench: {name}: {result.status}: {result.reason}", flush=True)
+    return result
+
+
+def print_summary(results: list[SystemResult], ratios: dict[str, float | None]) -> None:
+    print()
+    print(format_table(results))
+    print()
+    for label, ratio in ratios.items():
+        baseline = label.split("/")[0]
+        value = "not measured" if ratio is None else f"{ratio:.2f}"
+        print(f"efficiency vs {baseline} ({baseline} CPU/request / ringwall CPU/request): {value}")
+    print(f"target: {verdict(ratios)}")
+
+
+def build_document(
+    settings: Settings,
+    argv: list[str],
+    results: list[SystemResult],
+    ratios: dict[str, float | None],
+    busy_before: dict[int, float],
+) -> dict[str, Any]:
+    return {
+        "command": shlex.join(argv),
+        "cpu_busy_before_run": {str(cpu): busy for cpu, busy in busy_before.items()},
+        "settings": {
+            "duration_s": settings.duration_s,
+            "warmup_s": settings.warmup_s,
+            "connections": settings.connections,
+            "threads": settings.threads,
+            "proxy_cpu": settings.proxy_cpu,
+            "load_cpu": settings.load_cpu,
+            "request_headers": REQUEST_HEADERS,
+        },
+        "machine": machine_facts(),
+        "systems": [result_to_json(result) for result in results],
+        "efficiency": ratios,
+        "verdict": verdict(ratios),
+    }
+
+
+def run_benchmark(settings: Settings, argv: list[str]) -> int:
+    check_prerequisites(settings)
+    busy_before = check_cpus_idle(settings)
+    prefix = Path(tempfile.mkdtemp(prefix="ringwall-bench-"))
+    # nginx workers run as an unprivileged user when the harness runs as root.
+    prefix.chmod(0o755)
+    try:
+        with backend(settings, prefix) as backend_port:
+            bench = Bench(settings, prefix, backend_port)
+            results = [measure(bench, name) for name in settings.systems]
+    finally:
+        if settings.keep_temp:
+            print(f"bench: configs and logs kept in {prefix}")
+        else:
+            shutil.rmtree(prefix, ignore_errors=True)
+
+    ratios = efficiencies(results)
+    print_summary(results, ratios)
+    path = write_results(build_document(settings, argv, results, ratios, busy_before))
+    print(f"bench: results written to {path}")
+    return 0
+
+
+def _raise_on_sigterm(signal_number: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signal_number}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    settings = parse_args(arguments)
+    # SIGINT and SIGTERM unwind the stack, so every `finally` stops its child
+    # processes. SIGINT is set explicitly because a shell starts background jobs
+    # with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        return run_benchmark(settings, ["bench/run.py", *arguments])
+    except HarnessError as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted, child processes stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

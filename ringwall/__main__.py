@@ -1,0 +1,5 @@
+import sys
+
+from ringwall.cli import main
+
+sys.exit(main())

@@ -1,0 +1,88 @@
+"""The `ringwall` command: run, check, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ringwall import __version__
+from ringwall.config.load import load_config
+from ringwall.config.types import parse_listen_address
+from ringwall.errors import ConfigError
+
+
+def _listen(value: str) -> tuple[str, int]:
+    try:
+        return parse_listen_address(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _workers(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise argparse.ArgumentTypeError("expected a number of processes from 1 to 256")
+    return int(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ringwall", description="Ringwall, a defense-in-depth API security gateway."
+    )
+    parser.add_argument("--version", action="version", version=f"ringwall {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the gateway with a configuration file")
+    run.add_argument("-c", "--config", required=True, type=Path, help="YAML configuration file")
+    run.add_argument(
+        "--listen", type=_listen, help="HOST:PORT to listen on (overrides server.listen)"
+    )
+    run.add_argument(
+        "--workers", type=_workers, help="number of worker processes (overrides server.workers)"
+    )
+
+    check = commands.add_parser("check", help="validate a configuration file and exit")
+    check.add_argument("-c", "--config", required=True, type=Path, help="YAML configuration file")
+
+    demo = commands.add_parser("demo", help="run the demo backend with the gateway in front of it")
+    demo.add_argument(
+        "--listen",
+        type=_listen,
+        default=("127.0.0.1", 8080),
+        help="gateway HOST:PORT (default 127.0.0.1:8080)",
+    )
+    demo.add_argument(
+        "--workers", type=_workers, default=1, help="number of worker processes (default 1)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    if arguments.command == "check":
+        return check(arguments.config)
+    if arguments.command == "run":
+        from ringwall.server.supervisor import Overrides, serve
+
+        return serve(arguments.config, Overrides(arguments.listen, arguments.workers))
+    from ringwall.demo.runner import run_demo
+
+    return run_demo(arguments.listen, arguments.workers)
+
+
+def check(path: Path) -> int:
+    """Print each problem of the file at `path` on its own line; return 0 if valid, else 2."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"{path}: {issue}", file=sys.stderr)
+        return 2
+    print(
+        f"{path}: valid ({len(config.routes)} routes, {len(config.upstreams)} upstreams)",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

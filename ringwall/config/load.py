@@ -1,0 +1,221 @@
+"""Load a YAML configuration file into a validated `Config`.
+
+Loading runs in three steps, and every problem of every step is collected
+into one `ConfigError`, each with its key path:
+
+1. YAML parsing, with duplicate keys rejected (PyYAML keeps the last one
+   silently, which would hide a second, conflicting security setting).
+2. `${NAME}` and `${NAME:-default}` substitution in every string value.
+3. Validation into the typed models, plus checks across sections such as a
+   route naming an upstream that does not exist.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ringwall.config.model import Config
+from ringwall.errors import ConfigError, ConfigIssue, excerpt
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe YAML loader that rejects a mapping with the same key twice."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the configuration file at `path`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue("", f"cannot read {path}: {exc}")]) from exc
+    return parse_config(text, environ)
+
+
+def parse_config(text: str, environ: Mapping[str, str] | None = None) -> Config:
+    """Validate configuration text; raise `ConfigError` listing every problem."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_issue(exc)]) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigIssue("", "expected a mapping of sections at the top level")])
+
+    issues: list[ConfigIssue] = []
+    data = _substitute(data, "", environ, issues)
+    issues.extend(_check_references(data))
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        issues.extend(_validation_issues(exc))
+        config = None
+    if issues or config is None:
+        raise ConfigError(_unique(issues))
+    return config
+
+
+def _yaml_issue(exc: yaml.YAMLError) -> ConfigIssue:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+    return ConfigIssue(where, f"invalid YAML: {problem}")
+
+
+def _substitute(
+    value: Any, path: str, environ: Mapping[str, str], issues: list[ConfigIssue]
+) -> Any:
+    if isinstance(value, str):
+        return _expand(value, path, environ, issues)
+    if isinstance(value, dict):
+        return {k: _substitute(v, _join(path, k), environ, issues) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, f"{path}[{i}]", environ, issues) for i, v in enumerate(value)]
+    return value
+
+
+def _expand(text: str, path: str, environ: Mapping[str, str], issues: list[ConfigIssue]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = environ.get(name)
+        if value is not None and (value or default is None):
+            return value
+        if default is not None:
+            return default
+        issues.append(
+            ConfigIssue(
+                path,
+                f"environment variable {name} is not set: set it, or write ${{{name}:-DEFAULT}}",
+            )
+        )
+        return match.group(0)
+
+    return _ENV_REFERENCE.sub(replace, text)
+
+
+def _check_references(data: dict[str, Any]) -> list[ConfigIssue]:
+    """Check that every route names a defined upstream."""
+    upstreams = data.get("upstreams")
+    names = set(upstreams) if isinstance(upstreams, dict) else set()
+    routes = data.get("routes")
+    if not isinstance(routes, list):
+        return []
+    issues = []
+    for index, route in enumerate(routes):
+        if not isinstance(route, dict) or not isinstance(route.get("upstream"), str):
+            continue
+        name = route["upstream"]
+        if name not in names:
+            known = ", ".join(sorted(names)) or "none defined"
+            issues.append(
+                ConfigIssue(
+                    f"routes[{index}].upstream",
+                    f"upstream {excerpt(name)!r} is not defined under upstreams (defined: {known})",
+                )
+            )
+    return issues
+
+
+def _validation_issues(exc: ValidationError) -> list[ConfigIssue]:
+    issues = []
+    for error in exc.errors(include_url=False):
+        location = tuple(error["loc"])
+        path = _format_location(location)
+        if error["type"] == "extra_forbidden":
+            message = _unknown_key_message(location)
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] != "missing" and "input" in error:
+                message += f" (got {excerpt(repr(error['input']), 80)})"
+        issues.append(ConfigIssue(path, message))
+    return issues
+
+
+def _format_location(location: tuple[Any, ...]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif isinstance(part, str) and ("[" in part or part.startswith("function-")):
+            continue  # pydantic's names of union members and validators, not keys
+        else:
+            path = _join(path, str(part))
+    return path
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _unknown_key_message(location: tuple[Any, ...]) -> str:
+    key = str(location[-1])
+    allowed = _allowed_keys(location[:-1])
+    if not allowed:
+        return f"unknown key {excerpt(key)!r}"
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key {excerpt(key)!r}: {hint}expected one of {', '.join(sorted(allowed))}"
+
+
+def _allowed_keys(location: tuple[Any, ...]) -> list[str]:
+    """Return the field names of the model found at `location`, or [] if none is."""
+    annotation: Any = Config
+    for part in location:
+        model = _model_in(annotation)
+        if model is not None and isinstance(part, str) and part in model.model_fields:
+            annotation = model.model_fields[part].annotation
+            continue
+        origin = typing.get_origin(annotation)
+        arguments = typing.get_args(annotation)
+        if origin is dict and len(arguments) == 2:
+            annotation = arguments[1]
+        elif origin is tuple and arguments:
+            annotation = arguments[0]
+        else:
+            return []
+    model = _model_in(annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        if isinstance(argument, type) and issubclass(argument, BaseModel):
+            return argument
+    return None
+
+
+def _unique(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    return list(dict.fromkeys(issues))

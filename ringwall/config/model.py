@@ -1,0 +1,278 @@
+"""Typed, immutable configuration of a gateway.
+
+Every model forbids unknown keys, so a misspelt security setting is an error
+at load time instead of a silent default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ringwall.config.types import ByteSize, Duration, ListenAddress
+
+KiB = 1024
+MiB = 1024 * 1024
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HOST_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_PARAM = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+class ClientLimits(Model):
+    """Size limits on what one client may send."""
+
+    max_request_line_bytes: ByteSize = Field(8 * KiB, ge=64)
+    max_header_count: int = Field(100, ge=1, le=10_000)
+    max_header_bytes: ByteSize = Field(32 * KiB, ge=256)
+    max_body_bytes: ByteSize = 1 * MiB
+    max_requests_per_connection: int = Field(1000, ge=1)
+
+
+class ClientTimeouts(Model):
+    """Deadlines that stop slow or idle clients from holding connections."""
+
+    head: Duration = Field(10.0, gt=0)
+    idle: Duration = Field(60.0, gt=0)
+    write: Duration = Field(30.0, gt=0)
+    min_body_rate: ByteSize = 1024
+    body_rate_grace: Duration = 5.0
+    drain: Duration = Field(30.0, ge=0)
+    tunnel_idle: Duration = Field(3600.0, gt=0)
+
+
+class ServerConfig(Model):
+    listen: ListenAddress = ("127.0.0.1", 8080)
+    workers: int | Literal["auto"] = "auto"
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    request_id_header: str = "X-Request-Id"
+    limits: ClientLimits = ClientLimits()
+    timeouts: ClientTimeouts = ClientTimeouts()
+
+    @field_validator("workers")
+    @classmethod
+    def _check_workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 256:
+            raise ValueError("expected 'auto' or a number of processes from 1 to 256")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: object) -> object:
+        if not isinstance(value, list | tuple):
+            raise ValueError("expected a list of IP addresses or CIDR ranges")
+        networks = []
+        for entry in value:
+            try:
+                networks.append(ipaddress.ip_network(str(entry), strict=False))
+            except ValueError as exc:
+                raise ValueError(f"invalid IP address or CIDR range {entry!r}") from exc
+        return tuple(networks)
+
+    @field_validator("request_id_header")
+    @classmethod
+    def _check_header_name(cls, value: str) -> str:
+        if not _TOKEN.match(value):
+            raise ValueError("expected an HTTP header name such as X-Request-Id")
+        return value
+
+    def worker_count(self) -> int:
+        if self.workers == "auto":
+            return os.cpu_count() or 1
+        return self.workers
+
+
+class AccessLogConfig(Model):
+    enabled: bool = True
+    destination: str = "stdout"
+
+
+class LogConfig(Model):
+    """Where logs go: "stdout", "stderr" or a file path."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    destination: str = "stderr"
+    access: AccessLogConfig = AccessLogConfig()
+
+
+class UpstreamTimeouts(Model):
+    connect: Duration = Field(5.0, gt=0)
+    read: Duration = Field(60.0, gt=0)
+    write: Duration = Field(60.0, gt=0)
+
+
+class PoolConfig(Model):
+    """Keep-alive connections kept open to each target."""
+
+    max_idle: int = Field(64, ge=0, le=10_000)
+    idle_timeout: Duration = Field(60.0, gt=0)
+
+
+class PassiveHealth(Model):
+    """Skip a target for `cooldown` after `failures` consecutive connection failures."""
+
+    enabled: bool = True
+    failures: int = Field(1, ge=1)
+    cooldown: Duration = Field(10.0, gt=0)
+
+
+class ActiveHealth(Model):
+    """Probe each target with GET `path` every `interval`."""
+
+    path: str = "/health"
+    interval: Duration = Field(5.0, gt=0)
+    timeout: Duration = Field(2.0, gt=0)
+    healthy_threshold: int = Field(2, ge=1)
+    unhealthy_threshold: int = Field(2, ge=1)
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value.startswith("/") or any(ch <= " " or ch == "\x7f" for ch in value):
+            raise ValueError("expected an absolute path such as /health")
+        return value
+
+
+class Target(Model):
+    host: str
+    port: int
+
+    @property
+    def authority(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _parse_target(url: str) -> Target:
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        raise ValueError(f"unsupported target {url!r}: expected http://HOST:PORT")
+    if parts.username or parts.password or parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"invalid target {url!r}: expected http://HOST:PORT with no path")
+    try:
+        port = parts.port or 80
+    except ValueError as exc:
+        raise ValueError(f"invalid port in target {url!r}") from exc
+    if not parts.hostname:
+        raise ValueError(f"missing host in target {url!r}")
+    return Target(host=parts.hostname, port=port)
+
+
+class Upstream(Model):
+    targets: tuple[Target, ...] = Field(min_length=1)
+    balance: Literal["round_robin", "least_connections"] = "round_robin"
+    preserve_host: bool = False
+    retries: int = Field(1, ge=0, le=5)
+    pool: PoolConfig = PoolConfig()
+    timeouts: UpstreamTimeouts = UpstreamTimeouts()
+    passive_health: PassiveHealth = PassiveHealth()
+    health_check: ActiveHealth | None = None
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _parse_targets(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ValueError("expected a list of target URLs such as http://127.0.0.1:9000")
+        return tuple(_parse_target(v) if isinstance(v, str) else v for v in value)
+
+
+def normalize_host_pattern(pattern: str) -> str:
+    """Lowercase a route host pattern and check it is a host name or `*.` wildcard."""
+    host = pattern.lower().rstrip(".")
+    labels = host[2:].split(".") if host.startswith("*.") else host.split(".")
+    if not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError(f"invalid host {pattern!r}: expected a name such as api.example.com")
+    return host
+
+
+class Route(Model):
+    name: str = ""
+    hosts: tuple[str, ...] = ()
+    path: str
+    match: Literal["prefix", "exact", "template"] = "prefix"
+    methods: tuple[str, ...] = ()
+    strip_prefix: bool = False
+    upstream: str
+    max_body_bytes: ByteSize | None = None
+
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _normalize_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ValueError("expected a list of host names")
+        return tuple(normalize_host_pattern(str(host)) for host in value)
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _normalize_methods(cls, value: object) -> object:
+        if not isinstance(value, list | tuple):
+            raise ValueError("expected a list of methods such as [GET, POST]")
+        methods = tuple(str(method).upper() for method in value)
+        for method in methods:
+            if not _TOKEN.match(method):
+                raise ValueError(f"invalid method {method!r}")
+        return methods
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("expected a path that starts with /")
+        if any(ch <= " " or ch in "?#\\%\x7f" for ch in value):
+            raise ValueError("expected a plain path without spaces, ?, #, \\ or %-escapes")
+        segments = value.split("/")[1:]
+        if any(segment in (".", "..") for segment in segments) or "//" in value:
+            raise ValueError("expected a normalized path without //, . or .. segments")
+        return value
+
+    @model_validator(mode="after")
+    def _check_match(self) -> Route:
+        has_params = "{" in self.path or "}" in self.path
+        if self.match == "template":
+            for segment in self.path.split("/")[1:]:
+                if ("{" in segment or "}" in segment) and not _PARAM.match(segment):
+                    raise ValueError(
+                        f"invalid template segment {segment!r}: a parameter fills a whole "
+                        "segment, as in /accounts/{id}"
+                    )
+        elif has_params:
+            raise ValueError("a path with {param} needs match: template")
+        if self.strip_prefix and self.match != "prefix":
+            raise ValueError("strip_prefix needs match: prefix")
+        return self
+
+
+class Config(Model):
+    """A whole gateway configuration, as loaded from one YAML file."""
+
+    server: ServerConfig = ServerConfig()
+    logging: LogConfig = LogConfig()
+    upstreams: dict[str, Upstream] = Field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+
+    @model_validator(mode="after")
+    def _name_routes(self) -> Config:
+        names: set[str] = set()
+        routes = []
+        for index, route in enumerate(self.routes):
+            name = route.name or f"routes[{index}]"
+            if name in names:
+                raise ValueError(f"routes[{index}].name: duplicate route name {name!r}")
+            names.add(name)
+            routes.append(route if route.name else route.model_copy(update={"name": name}))
+        object.__setattr__(self, "routes", tuple(routes))
+        return self

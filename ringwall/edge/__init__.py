@@ -1,0 +1,1 @@
+"""Edge layer: checks on the client connection, before any credential is read."""

@@ -1,0 +1,66 @@
+"""The state of one request as it passes the layers: a plain record, no I/O."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ringwall.errors import Rejection
+    from ringwall.gateway.routing import CompiledRoute
+    from ringwall.runtime import Runtime
+    from ringwall.server.body import RequestBody
+
+
+class Exchange:
+    """One request and, once it has one, its response.
+
+    The server fills in the request fields, layers read them and set `route`
+    and `upstream_path`, and the server records the response fields for the
+    access log. Immutable defaults live on the class, so creating an exchange
+    sets only the few fields every request has.
+    """
+
+    # Request, as parsed and checked by the server.
+    method = ""
+    target = b""
+    path = ""
+    query = b""
+    version = "1.1"
+    host = ""
+    request_id = ""
+    content_length: int | None = None
+    chunked = False
+    expect_continue = False
+    upgrade: bytes | None = None
+    keep_alive = True
+    body: RequestBody | None = None
+    rejection: Rejection | None = None
+
+    # Set by layers.
+    route: CompiledRoute | None = None
+    upstream_path = ""
+
+    # Response, for the access log.
+    close = False
+    status = 0
+    bytes_in = 0
+    bytes_out = 0
+    upstream_address = ""
+    layer = ""
+    reason = ""
+
+    def __init__(self, runtime: Runtime, peer_ip: str, started: float, wall_started: float) -> None:
+        self.runtime = runtime
+        self.peer_ip = peer_ip
+        self.client_ip = peer_ip
+        self.started = started
+        self.wall_started = wall_started
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.params: dict[str, str] = {}
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    def header_values(self, lower_name: bytes) -> list[bytes]:
+        return [value for name, value in self.headers if name.lower() == lower_name]

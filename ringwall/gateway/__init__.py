@@ -1,0 +1,1 @@
+"""Gateway layer: routing now; authentication, authorization and per-caller limits later."""

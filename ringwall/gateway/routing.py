@@ -1,0 +1,186 @@
+"""Match a request's host, path and method to a configured route.
+
+Precedence, most specific first: an exact host beats a `*.` wildcard, which
+beats a route for any host; then an exact path beats a template, which beats
+a prefix, and a longer literal beats a shorter one; ties go to the route
+listed first. A path that matches only routes for other methods gets 405.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ringwall.config.model import Route
+from ringwall.errors import BadRequest, MethodNotAllowed, NotFound, excerpt
+
+if TYPE_CHECKING:
+    from ringwall.exchange import Exchange
+
+LAYER = "routing"
+
+_HOST_RANK = {"exact": 0, "wildcard": 1, "any": 2}
+_PATH_RANK = {"exact": 0, "template": 1, "prefix": 2}
+
+
+class CompiledRoute:
+    """A route with its matchers prepared for the per-request scan."""
+
+    __slots__ = (
+        "exact_hosts",
+        "literal_length",
+        "match",
+        "methods",
+        "name",
+        "path",
+        "prefix_slash",
+        "rank",
+        "route",
+        "segments",
+        "wildcard_suffixes",
+    )
+
+    def __init__(self, route: Route, index: int) -> None:
+        self.route = route
+        self.name = route.name
+        self.path = route.path
+        self.match = route.match
+        self.methods = frozenset(route.methods)
+        self.exact_hosts = frozenset(h for h in route.hosts if not h.startswith("*."))
+        self.wildcard_suffixes = tuple(h[1:] for h in route.hosts if h.startswith("*."))
+        self.prefix_slash = route.path if route.path.endswith("/") else route.path + "/"
+        # (True, name) for a {name} parameter, (False, text) for a literal segment.
+        self.segments: tuple[tuple[bool, str], ...] = tuple(
+            (True, segment[1:-1]) if segment.startswith("{") else (False, segment)
+            for segment in route.path.split("/")[1:]
+        )
+        self.literal_length = len(route.path) - sum(
+            len(s) for s in route.path.split("/") if s.startswith("{")
+        )
+        if self.exact_hosts:
+            host_kind = "exact"
+        elif self.wildcard_suffixes:
+            host_kind = "wildcard"
+        else:
+            host_kind = "any"
+        self.rank = (_HOST_RANK[host_kind], _PATH_RANK[route.match], -self.literal_length, index)
+
+    def matches_host(self, host: str) -> bool:
+        if not self.exact_hosts and not self.wildcard_suffixes:
+            return True
+        if host in self.exact_hosts:
+            return True
+        return any(
+            host.endswith(suffix) and len(host) > len(suffix) for suffix in self.wildcard_suffixes
+        )
+
+    def matches_path(self, path: str) -> dict[str, str] | None:
+        """Return the template parameters ({} for none) if `path` matches, else None."""
+        if self.match == "prefix":
+            if path == self.path or path.startswith(self.prefix_slash) or self.path == "/":
+                return {}
+            return None
+        if self.match == "exact":
+            return {} if path == self.path else None
+        parts = path.split("/")[1:]
+        if len(parts) != len(self.segments):
+            return None
+        params = {}
+        for part, (is_param, text) in zip(parts, self.segments, strict=True):
+            if is_param:
+                if not part:
+                    return None
+                params[text] = part
+            elif part != text:
+                return None
+        return params
+
+    def upstream_path(self, path: str) -> str:
+        if not self.route.strip_prefix or self.path == "/":
+            return path
+        rest = path[len(self.path.rstrip("/")) :]
+        return rest if rest.startswith("/") else "/" + rest
+
+
+class Router:
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        compiled = [CompiledRoute(route, index) for index, route in enumerate(routes)]
+        self.routes = tuple(sorted(compiled, key=lambda route: route.rank))
+
+    def match(self, host: str, path: str, method: str) -> tuple[CompiledRoute, dict[str, str]]:
+        """Return the route for a request, or raise `NotFound` or `MethodNotAllowed`."""
+        allowed: set[str] = set()
+        for route in self.routes:
+            if not route.matches_host(host):
+                continue
+            params = route.matches_path(path)
+            if params is None:
+                continue
+            if not route.methods or method in route.methods:
+                return route, params
+            allowed.update(route.methods)
+        if allowed:
+            raise MethodNotAllowed(
+                LAYER,
+                f"method {excerpt(method, 16)} is not allowed on this path",
+                headers=(("Allow", ", ".join(sorted(allowed))),),
+            )
+        raise NotFound(LAYER, "no route matches this host and path")
+
+
+_HOST_CACHE: dict[bytes, str] = {}
+_HOST_CACHE_SIZE = 1024
+
+
+def normalize_host(value: bytes) -> str:
+    """Return the Host header's name, lowercased, without trailing dot or port.
+
+    Raises `BadRequest` for userinfo, a path, an invalid port or invalid bytes.
+    Results are cached, since nearly every request of a gateway names one of
+    a few hosts; only valid values are cached.
+    """
+    host = _HOST_CACHE.get(value)
+    if host is None:
+        host = _parse_host(value)
+        if len(_HOST_CACHE) >= _HOST_CACHE_SIZE:
+            _HOST_CACHE.clear()
+        _HOST_CACHE[value] = host
+    return host
+
+
+def _parse_host(value: bytes) -> str:
+    try:
+        text = value.decode("ascii").strip().lower()
+    except UnicodeDecodeError:
+        raise BadRequest("protocol", "the Host header must be ASCII") from None
+    if not text:
+        raise BadRequest("protocol", "the Host header is empty")
+    if any(ch in text for ch in "@/\\?# ") or any(ch < " " or ch == "\x7f" for ch in text):
+        raise BadRequest("protocol", f"invalid Host header {excerpt(text)!r}")
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise BadRequest("protocol", f"invalid Host header {excerpt(text)!r}")
+        host, port = text[: end + 1], text[end + 1 :]
+    else:
+        host, colon, port_digits = text.partition(":")
+        port = colon + port_digits
+    if port:
+        digits = port[1:]
+        if not port.startswith(":") or not digits.isdigit() or not 0 < int(digits) <= 65535:
+            raise BadRequest("protocol", f"invalid port in Host header {excerpt(text)!r}")
+    return host.rstrip(".")
+
+
+class RoutingLayer:
+    """Pick the route for a request; the request's host and path are already normalized."""
+
+    name = LAYER
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def check_head(self, exchange: Exchange) -> None:
+        route, params = self.router.match(exchange.host, exchange.path, exchange.method)
+        exchange.route = route
+        exchange.params = params
+        exchange.upstream_path = route.upstream_path(exchange.path)

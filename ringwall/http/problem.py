@@ -1,0 +1,65 @@
+"""Render rejections as RFC 9457 problem details (`application/problem+json`)."""
+
+from __future__ import annotations
+
+import json
+
+from ringwall.errors import Rejection
+
+_REASON_PHRASES = {
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    421: "Misdirected Request",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+}
+
+
+def problem_type(rejection: Rejection) -> str:
+    slug = rejection.title.lower().replace(" ", "-")
+    return f"urn:ringwall:problem:{slug}"
+
+
+def problem_body(rejection: Rejection, request_id: str) -> bytes:
+    document = {
+        "type": problem_type(rejection),
+        "title": rejection.title,
+        "status": rejection.status,
+        "detail": rejection.reason,
+        "layer": rejection.layer,
+        "request_id": request_id,
+    }
+    return json.dumps(document, ensure_ascii=True).encode("ascii")
+
+
+def problem_response(
+    rejection: Rejection,
+    request_id: str,
+    request_id_header: str,
+    *,
+    head_only: bool = False,
+    close: bool = False,
+) -> bytes:
+    """Return a complete HTTP/1.1 response for `rejection`."""
+    body = problem_body(rejection, request_id)
+    phrase = _REASON_PHRASES.get(rejection.status, rejection.title)
+    lines = [
+        f"HTTP/1.1 {rejection.status} {phrase}",
+        "Content-Type: application/problem+json",
+        f"Content-Length: {len(body)}",
+        "Cache-Control: no-store",
+        f"{request_id_header}: {request_id}",
+    ]
+    lines.extend(f"{name}: {value}" for name, value in rejection.headers)
+    if close or rejection.close:
+        lines.append("Connection: close")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head if head_only else head + body

@@ -1,0 +1,1 @@
+"""Upstream selection rules that need no sockets: load balancing and passive health."""

@@ -1,0 +1,117 @@
+"""A loaded configuration compiled into what a worker needs per request.
+
+A worker holds one `Runtime` at a time. A reload builds a new one and swaps
+the reference; each request keeps the runtime it started with, so requests
+in flight finish on the old configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+
+from ringwall.config.model import Config
+from ringwall.edge.client_ip import ClientAddressResolver
+from ringwall.exchange import Exchange
+from ringwall.gateway.body_limit import BodyLimitLayer
+from ringwall.gateway.routing import Router, RoutingLayer
+from ringwall.http.headers import GATEWAY_OWNED, canonical_name, filter_request_headers
+from ringwall.pipeline import Pipeline
+from ringwall.server.upstream import UpstreamRuntime
+
+_REQUEST_ID_BYTES = bytes(
+    sorted(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
+)
+
+
+class RequestIds:
+    """Unique request ids: a random per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = f"{secrets.token_hex(6)}{os.getpid() & 0xFFFF:04x}-"
+        self._counter = 0
+
+    def next(self) -> str:
+        self._counter += 1
+        return f"{self._prefix}{self._counter:x}"
+
+
+def valid_request_id(value: bytes) -> bool:
+    """Return True for a request id a trusted proxy may pass on: 1-128 safe characters."""
+    return 0 < len(value) <= 128 and not value.translate(None, _REQUEST_ID_BYTES)
+
+
+class Runtime:
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        server = config.server
+        self.limits = server.limits
+        self.timeouts = server.timeouts
+        self.request_id_header = server.request_id_header.encode("ascii")
+        self.request_id_lower = self.request_id_header.lower()
+        self.owned_headers = GATEWAY_OWNED | {canonical_name(self.request_id_header)}
+        self.client_addresses = ClientAddressResolver(server.trusted_proxies)
+        self.router = Router(config.routes)
+        # The body limit before a request's route is known: the largest any route allows.
+        self.max_body_bytes = max(
+            [self.limits.max_body_bytes]
+            + [r.max_body_bytes for r in config.routes if r.max_body_bytes is not None]
+        )
+        self.upstreams = {
+            name: UpstreamRuntime(name, upstream, loop)
+            for name, upstream in config.upstreams.items()
+        }
+        self.pipeline = Pipeline(
+            [RoutingLayer(self.router), BodyLimitLayer(self.limits.max_body_bytes)]
+        )
+
+    def upstream_request_head(
+        self, exchange: Exchange, authority: str, content_length: int | None
+    ) -> bytes:
+        """Build the request head sent to a target at `authority`.
+
+        The body is framed with `content_length` when given, else chunked if the
+        request has a body, else not at all.
+        """
+        route = exchange.route
+        assert route is not None
+        path = exchange.upstream_path.encode("ascii")
+        if exchange.query:
+            path += b"?" + exchange.query
+        upstream = route.route.upstream
+        preserve = self.upstreams[upstream].config.preserve_host
+        host = (
+            exchange.header_values(b"host")[0] if preserve and exchange.host else authority.encode()
+        )
+        client_ip = exchange.client_ip.encode("ascii")
+        lines = [
+            b"%b %b HTTP/1.1" % (exchange.method.encode("ascii"), path),
+            b"Host: " + host,
+        ]
+        for name, value in filter_request_headers(exchange.headers, self.owned_headers):
+            if name.lower() != b"expect" and name.lower() != b"content-length":
+                lines.append(name + b": " + value)
+        lines.append(b"X-Forwarded-For: " + client_ip)
+        lines.append(b"X-Forwarded-Proto: http")
+        if exchange.host:
+            lines.append(b"X-Forwarded-Host: " + exchange.host.encode("ascii"))
+        lines.append(b"X-Real-IP: " + client_ip)
+        lines.append(self.request_id_header + b": " + exchange.request_id.encode("ascii"))
+        if content_length is not None:
+            lines.append(b"Content-Length: %d" % content_length)
+        elif exchange.has_body:
+            lines.append(b"Transfer-Encoding: chunked")
+        if exchange.upgrade is not None:
+            lines.append(b"Connection: Upgrade")
+            lines.append(b"Upgrade: " + exchange.upgrade)
+        lines.append(b"\r\n")
+        return b"\r\n".join(lines)
+
+    def close(self) -> None:
+        for upstream in self.upstreams.values():
+            upstream.close()
+
+    def sweep(self, now: float) -> None:
+        for upstream in self.upstreams.values():
+            upstream.sweep(now)

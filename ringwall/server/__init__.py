@@ -1,0 +1,1 @@
+"""The asyncio adapter: sockets, connections, workers. Policy lives in the other packages."""

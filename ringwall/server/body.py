@@ -1,0 +1,104 @@
+"""A request body streamed from the client connection to the upstream, with backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from ringwall.errors import PayloadTooLarge, Rejection
+
+# Above this many buffered bytes the client connection stops reading until
+# the upstream side has taken some.
+HIGH_WATER = 256 * 1024
+
+
+class RequestBody:
+    """Chunks received from the client and not yet sent upstream.
+
+    The client connection calls `feed` and `finish`; the forwarder calls
+    `read`. `limit` is counted on decoded bytes as they arrive, so a chunked
+    body is refused at the first byte past the limit.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_pause",
+        "_resume",
+        "_waiter",
+        "buffered",
+        "complete",
+        "error",
+        "limit",
+        "paused",
+        "received",
+    )
+
+    def __init__(self, limit: int, pause: Callable[[], None], resume: Callable[[], None]) -> None:
+        self.limit = limit
+        self.received = 0
+        self.buffered = 0
+        self.complete = False
+        self.error: Rejection | None = None
+        self.paused = False
+        self._chunks: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._pause = pause
+        self._resume = resume
+
+    def feed(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > self.limit:
+            raise PayloadTooLarge(
+                "limits", f"the request body exceeds the limit of {self.limit} bytes", close=True
+            )
+        self._chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered > HIGH_WATER and not self.paused:
+            self.paused = True
+            self._pause()
+        self._wake()
+
+    def finish(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def fail(self, error: Rejection) -> None:
+        self.error = error
+        self._wake()
+
+    async def read(self) -> bytes | None:
+        """Return the next chunk, or None once the body is complete."""
+        while not self._chunks:
+            if self.error is not None:
+                raise self.error
+            if self.complete:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = self._chunks.popleft()
+        self.buffered -= len(data)
+        if self.paused and self.buffered <= HIGH_WATER // 2:
+            self.paused = False
+            self._resume()
+        return data
+
+    async def wait_buffered(self, threshold: int) -> None:
+        """Wait until the body is complete or at least `threshold` bytes are buffered."""
+        while not self.complete and self.buffered < threshold:
+            if self.error is not None:
+                raise self.error
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self.error is not None:
+            raise self.error
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)

@@ -1,0 +1,534 @@
+"""One client connection: HTTP/1.x parsing, framing rules, ordering and deadlines.
+
+The httptools (llhttp) parser already rejects the ambiguous framings that
+request smuggling relies on: Content-Length together with
+Transfer-Encoding, duplicate or malformed Content-Length, a
+Transfer-Encoding other than a final `chunked`, obs-fold, bare CR and
+invalid header names or values. This module adds the rules llhttp leaves to
+the server (HTTP version, request-target form, Host, size limits) and turns
+every parser error into a 400 problem response on a closed connection.
+
+Pipelined requests are answered strictly in order: a request waits in
+`queue` until the one before it has its whole response written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from ringwall.errors import (
+    BadRequest,
+    HeaderFieldsTooLarge,
+    MethodNotAllowed,
+    Rejection,
+    RequestTimeout,
+    UriTooLong,
+    VersionNotSupported,
+)
+from ringwall.exchange import Exchange
+from ringwall.gateway.routing import normalize_host
+from ringwall.http.problem import problem_response
+from ringwall.http.target import split_target
+from ringwall.runtime import valid_request_id
+from ringwall.server.body import RequestBody
+from ringwall.server.forward import Forwarder
+
+if TYPE_CHECKING:
+    from ringwall.server.upstream import UpstreamConnection
+    from ringwall.server.worker import Worker
+
+log = logging.getLogger("ringwall.server")
+
+LAYER = "protocol"
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Once this many requests are waiting behind the active one, stop reading.
+_MAX_QUEUED = 8
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.loop = worker.loop
+        self.transport: asyncio.Transport | None = None
+        self.peer_ip = ""
+        self.parser = httptools.HttpRequestParser(self)
+        self.current: Exchange | None = None
+        self.queue: deque[Exchange] = deque()
+        self.active: Exchange | None = None
+        self.forwarder: Forwarder | None = None
+        self.tunnel: UpstreamConnection | None = None
+        self.requests = 0
+        self.closing = False
+        self.parse_failed = False
+        self.read_paused = False
+        # Deadlines in loop time; 0 means not set. The worker's sweeper checks them.
+        self.head_deadline = 0.0
+        self.idle_deadline = 0.0
+        self.body_started = 0.0
+        self.write_paused_since = 0.0
+        self._header_bytes = 0
+        self._upgrade_leftover = b""
+
+    # -- asyncio.Protocol --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = _peer_ip(peer)
+        self.worker.connections.add(self)
+        # A new connection gets the head deadline for its first request.
+        self.idle_deadline = self.loop.time() + self.worker.runtime.timeouts.head
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.worker.connections.discard(self)
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+        lost = ConnectionResetError("the client closed the connection")
+        for exchange in (self.current, *self.queue):
+            if exchange is not None and exchange.body is not None:
+                exchange.body.fail(_client_gone(lost))
+        if self.forwarder is not None:
+            self.forwarder.client_gone()
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.parse_failed or self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            self._upgrade_leftover = data[offset:]
+            self._stop_parsing()
+        except httptools.HttpParserCallbackError as error:
+            cause = error.__context__
+            if isinstance(cause, Rejection):
+                self._parse_error(cause)
+            else:
+                log.error("request parser callback failed", exc_info=cause)
+                self._parse_error(BadRequest(LAYER, "the request could not be parsed", close=True))
+        except httptools.HttpParserError as error:
+            self._parse_error(BadRequest(LAYER, _parser_reason(error), close=True))
+
+    def eof_received(self) -> bool | None:
+        if self.tunnel is not None:
+            self.tunnel.transport.write_eof() if self.tunnel.transport else None
+            return True
+        return None
+
+    def pause_writing(self) -> None:
+        self.write_paused_since = self.loop.time()
+        if self.forwarder is not None:
+            self.forwarder.pause_upstream_reading()
+        if self.tunnel is not None and self.tunnel.transport is not None:
+            self.tunnel.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused_since = 0.0
+        if self.forwarder is not None:
+            self.forwarder.resume_upstream_reading()
+        if self.tunnel is not None and self.tunnel.transport is not None:
+            self.tunnel.transport.resume_reading()
+
+    # -- httptools callbacks --
+
+    def on_message_begin(self) -> None:
+        runtime = self.worker.runtime
+        now = self.loop.time()
+        exchange = Exchange(runtime, self.peer_ip, now, time.time())
+        self.current = exchange
+        self._header_bytes = 0
+        self.idle_deadline = 0.0
+        self.head_deadline = now + runtime.timeouts.head
+
+    def on_url(self, url: bytes) -> None:
+        exchange = self.current
+        assert exchange is not None
+        exchange.target += url
+        if len(exchange.target) > exchange.runtime.limits.max_request_line_bytes:
+            raise UriTooLong(LAYER, "the request-target is longer than the limit", close=True)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        exchange = self.current
+        assert exchange is not None
+        limits = exchange.runtime.limits
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > limits.max_header_bytes:
+            raise HeaderFieldsTooLarge(LAYER, "the request header section is too large", close=True)
+        if self.head_deadline == 0.0:
+            return  # a trailer field of a chunked body: counted, never forwarded
+        exchange.headers.append((name, value))
+        if len(exchange.headers) > limits.max_header_count:
+            raise HeaderFieldsTooLarge(LAYER, "the request has too many header fields", close=True)
+
+    def on_headers_complete(self) -> None:
+        exchange = self.current
+        assert exchange is not None
+        self.head_deadline = 0.0
+        self.requests += 1
+        parser = self.parser
+        exchange.method = parser.get_method().decode("ascii")
+        exchange.version = parser.get_http_version()
+        exchange.keep_alive = parser.should_keep_alive()
+        if self.requests >= exchange.runtime.limits.max_requests_per_connection:
+            exchange.keep_alive = False
+        try:
+            self._read_head(exchange)
+        except Rejection as rejection:
+            exchange.rejection = rejection
+        if exchange.has_body:
+            self.body_started = self.loop.time()
+            exchange.body = RequestBody(
+                exchange.runtime.max_body_bytes, self._pause_reading, self._resume_reading
+            )
+        self.queue.append(exchange)
+        if self.active is None:
+            self._start_next()
+        elif len(self.queue) >= _MAX_QUEUED:
+            self._pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.current
+        assert exchange is not None and exchange.body is not None
+        exchange.bytes_in += len(body)
+        if exchange.rejection is None:
+            exchange.body.feed(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.current
+        if exchange is None:
+            return
+        self.current = None
+        self.body_started = 0.0
+        if exchange.body is not None:
+            exchange.body.finish()
+        if not exchange.keep_alive or exchange.close:
+            self._stop_parsing()
+
+    # -- request processing --
+
+    def _read_head(self, exchange: Exchange) -> None:
+        """Apply the framing and target rules llhttp leaves to the server."""
+        if exchange.version not in ("1.1", "1.0"):
+            raise VersionNotSupported(LAYER, "only HTTP/1.0 and HTTP/1.1 are supported", close=True)
+        runtime = exchange.runtime
+        request_id_name = runtime.request_id_lower
+        hosts = []
+        forwarded_for = []
+        request_id = b""
+        for name, value in exchange.headers:
+            lower = name.lower()
+            if lower == b"host":
+                hosts.append(value)
+            elif lower == b"content-length":
+                exchange.content_length = int(value)
+            elif lower == b"transfer-encoding":
+                exchange.chunked = True
+            elif lower == b"expect":
+                if value.lower() != b"100-continue":
+                    raise _ExpectationFailed(LAYER, "only 'Expect: 100-continue' is supported")
+                exchange.expect_continue = True
+            elif lower == b"x-forwarded-for":
+                forwarded_for.append(value)
+            elif lower == b"upgrade":
+                exchange.upgrade = value
+            elif lower == request_id_name:
+                request_id = value
+        addresses = runtime.client_addresses
+        if addresses.has_trusted and addresses.is_trusted(exchange.peer_ip):
+            if forwarded_for:
+                exchange.client_ip = addresses.resolve(exchange.peer_ip, forwarded_for)
+            if valid_request_id(request_id):
+                exchange.request_id = request_id.decode("ascii")
+        if not exchange.request_id:
+            exchange.request_id = self.worker.request_ids.next()
+        if exchange.chunked and exchange.version == "1.0":
+            raise BadRequest(LAYER, "Transfer-Encoding is not allowed in HTTP/1.0", close=True)
+        if exchange.method == "CONNECT":
+            exchange.upgrade = None
+            raise MethodNotAllowed(
+                LAYER, "CONNECT is not supported: this is not a forward proxy", close=True
+            )
+        if exchange.upgrade is not None and not self.parser.should_upgrade():
+            exchange.upgrade = None
+        if hosts:
+            if len(hosts) > 1:
+                raise BadRequest(LAYER, "more than one Host header", close=True)
+            exchange.host = normalize_host(hosts[0])
+        elif exchange.version == "1.1":
+            raise BadRequest(LAYER, "the Host header is missing", close=True)
+        exchange.path, exchange.query = split_target(exchange.target)
+
+    def _start_next(self) -> None:
+        """Start the queued exchanges in order until one needs to wait for I/O."""
+        while self.queue and self.active is None and not self.closing:
+            exchange = self.queue.popleft()
+            self.active = exchange
+            try:
+                if exchange.rejection is not None:
+                    raise exchange.rejection
+                pending = exchange.runtime.pipeline.check_head(exchange)
+            except Rejection as rejection:
+                self._reject(exchange, rejection)
+                self._finish(exchange)
+                continue
+            if pending is None and not exchange.has_body and exchange.upgrade is None:
+                route = exchange.route
+                assert route is not None
+                forwarder = Forwarder(
+                    self, exchange, exchange.runtime.upstreams[route.route.upstream]
+                )
+                if forwarder.try_start():
+                    self.forwarder = forwarder
+                    return
+            self.loop.create_task(self._run(exchange, pending))
+
+    def forward_in_task(self, exchange: Exchange) -> None:
+        self.forwarder = None
+        self.loop.create_task(self._run(exchange, None))
+
+    def forward_finished(self, exchange: Exchange, failure: Rejection | None) -> None:
+        """Finish an exchange forwarded without a coroutine (see `Forwarder.try_start`)."""
+        if failure is not None:
+            self._reject(exchange, failure)
+        self.forwarder = None
+        self._finish(exchange)
+
+    async def _run(self, exchange: Exchange, pending: object) -> None:
+        try:
+            if pending is not None:
+                await pending  # type: ignore[misc]
+            route = exchange.route
+            assert route is not None
+            body = exchange.body
+            if exchange.expect_continue and exchange.version == "1.1" and body is not None:
+                # The client waits for this before it sends the body it announced.
+                if body.received == 0 and not body.complete:
+                    self.write(_CONTINUE)
+            upstream = exchange.runtime.upstreams[route.route.upstream]
+            self.forwarder = Forwarder(self, exchange, upstream)
+            await self.forwarder.run()
+        except Rejection as rejection:
+            self._reject(exchange, rejection)
+        except Exception:
+            log.exception(
+                "request failed with an internal error",
+                extra={"request_id": exchange.request_id},
+            )
+            self._reject(exchange, _InternalError("proxy", "internal error", close=True))
+        finally:
+            self.forwarder = None
+            if self.tunnel is None:
+                self._finish(exchange)
+
+    def _reject(self, exchange: Exchange, rejection: Rejection) -> None:
+        exchange.layer = rejection.layer
+        exchange.reason = rejection.reason
+        if self.forwarder is not None and self.forwarder.head_sent:
+            exchange.close = True  # the response already started: it can only be cut off
+            return
+        if not exchange.request_id:
+            exchange.request_id = self.worker.request_ids.next()
+        exchange.status = rejection.status
+        body = exchange.body
+        unread_body = body is not None and not body.complete
+        if rejection.close or unread_body or exchange.upgrade is not None:
+            exchange.close = True
+        close = exchange.close or not exchange.keep_alive or self.closing
+        exchange.close = close
+        response = problem_response(
+            rejection,
+            exchange.request_id,
+            exchange.runtime.config.server.request_id_header,
+            head_only=exchange.method == "HEAD",
+            close=close,
+        )
+        exchange.bytes_out += len(response)
+        self.write(response)
+
+    def _finish(self, exchange: Exchange) -> None:
+        self.active = None
+        self.worker.access_log.record(exchange)
+        if exchange.close or not exchange.keep_alive or (self.parse_failed and not self.queue):
+            self.close()
+            return
+        if self.queue:
+            self.loop.call_soon(self._start_next)
+            return
+        self.idle_deadline = self.loop.time() + exchange.runtime.timeouts.idle
+        self._resume_reading()
+
+    def _parse_error(self, rejection: Rejection) -> None:
+        """Answer a request that broke the framing rules, after those queued before it."""
+        self._stop_parsing()
+        exchange = self.current
+        self.current = None
+        if exchange is None:
+            exchange = Exchange(self.worker.runtime, self.peer_ip, self.loop.time(), time.time())
+        exchange.close = True
+        if exchange.body is not None:
+            exchange.body.fail(rejection)
+        if exchange is self.active:
+            return  # its forwarder reads the failed body and reports the rejection
+        exchange.rejection = rejection
+        if exchange not in self.queue:
+            self.queue.append(exchange)
+        if self.active is None:
+            self._start_next()
+
+    # -- tunnels (WebSocket and other upgrades) --
+
+    def start_tunnel(self, upstream: UpstreamConnection, leftover_from_upstream: bytes) -> None:
+        """Relay raw bytes both ways from now on; the HTTP exchange is over."""
+        self.tunnel = upstream
+        self.idle_deadline = self.loop.time() + self.worker.runtime.timeouts.tunnel_idle
+        upstream.sink = _TunnelSink(self)
+        if self.active is not None:
+            self.worker.access_log.record(self.active)
+            self.active = None
+        if self._upgrade_leftover:
+            upstream.write(self._upgrade_leftover)
+            self._upgrade_leftover = b""
+        if leftover_from_upstream:
+            self.write(leftover_from_upstream)
+        self._resume_reading()
+
+    # -- transport helpers --
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _stop_parsing(self) -> None:
+        self.parse_failed = True
+        self._pause_reading()
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if not self.read_paused or self.transport is None:
+            return
+        if not self.parse_failed or self.tunnel is not None:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    # -- deadlines, checked by the worker's sweeper --
+
+    def check_deadlines(self, now: float) -> None:
+        timeouts = self.worker.runtime.timeouts
+        if self.head_deadline and now > self.head_deadline:
+            self._time_out("the request head was not received in time")
+        elif self.idle_deadline and now > self.idle_deadline:
+            self.close()
+        elif self.body_started and not self.read_paused and timeouts.min_body_rate:
+            self._check_body_rate(now, timeouts.min_body_rate, timeouts.body_rate_grace)
+        if self.write_paused_since and now - self.write_paused_since > timeouts.write:
+            log.info(
+                "closing a client that does not read its response", extra={"peer": self.peer_ip}
+            )
+            self.abort()
+
+    def _check_body_rate(self, now: float, min_rate: int, grace: float) -> None:
+        exchange = self.current
+        elapsed = now - self.body_started
+        if exchange is None or elapsed <= grace:
+            return
+        if exchange.bytes_in / elapsed < min_rate:
+            self._time_out("the request body is arriving slower than the minimum rate")
+
+    def _time_out(self, reason: str) -> None:
+        self.head_deadline = 0.0
+        self.body_started = 0.0
+        if self.current is None:
+            self.abort()  # nothing is being received, so there is no request to answer
+            return
+        self._parse_error(RequestTimeout(LAYER, reason, close=True))
+
+    def idle(self) -> bool:
+        return self.active is None and not self.queue and self.current is None
+
+
+class _TunnelSink:
+    """Relays bytes from the upstream side of a tunnel to the client."""
+
+    def __init__(self, client: ClientConnection) -> None:
+        self.client = client
+
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        pass
+
+    def response_body(self, data: bytes) -> None:
+        self.client.write(data)
+
+    def response_complete(self, keep_alive: bool) -> bool:
+        self.client.close()
+        return False
+
+    def upstream_failed(self, error: str, received_any: bool, timed_out: bool = False) -> None:
+        self.client.close()
+
+    def upstream_upgraded(self, leftover: bytes) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def upstream_write_ready(self) -> None:
+        if self.client.transport is not None:
+            self.client.transport.resume_reading()
+
+    def upstream_write_paused(self) -> None:
+        if self.client.transport is not None:
+            self.client.transport.pause_reading()
+
+
+class _ExpectationFailed(Rejection):
+    status = 417
+    title = "Expectation Failed"
+
+
+class _InternalError(Rejection):
+    status = 500
+    title = "Internal Server Error"
+
+
+def _client_gone(error: Exception) -> Rejection:
+    return BadRequest(LAYER, f"client connection lost: {error}", close=True)
+
+
+def _peer_ip(peer: object) -> str:
+    if isinstance(peer, tuple) and peer:
+        host = str(peer[0])
+        return host.removeprefix("::ffff:") if host.startswith("::ffff:") and "." in host else host
+    return "unix"
+
+
+def _parser_reason(error: Exception) -> str:
+    message = str(error) or "malformed request"
+    # llhttp's messages are fixed strings, never request bytes, so they are safe to return.
+    return f"malformed request: {message[:120]}"

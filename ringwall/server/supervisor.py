@@ -1,0 +1,227 @@
+"""The supervisor process: binds the socket, forks workers, reloads, drains.
+
+Signals: SIGTERM or SIGINT drains every worker and exits; SIGHUP, or a
+change of the configuration file's modification time or size, reloads.
+A reload validates the whole new file in the supervisor first; only a
+valid configuration is sent to the workers, and an invalid one is logged
+with every error while the old one keeps serving. A worker that dies is
+replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ringwall.config.load import load_config
+from ringwall.config.model import Config
+from ringwall.errors import ConfigError
+from ringwall.logs import configure_error_log
+from ringwall.server.worker import run_worker, send_config
+
+log = logging.getLogger("ringwall.supervisor")
+
+_HANDLED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+# Between config file checks, and the longest a worker may take past the drain timeout.
+_POLL_SECONDS = 1.0
+_EXIT_GRACE = 5.0
+
+
+@dataclass
+class Overrides:
+    """Command-line settings that win over the configuration file."""
+
+    listen: tuple[str, int] | None = None
+    workers: int | None = None
+
+    def apply(self, config: Config) -> Config:
+        server_updates: dict[str, object] = {}
+        if self.listen is not None:
+            server_updates["listen"] = self.listen
+        if self.workers is not None:
+            server_updates["workers"] = self.workers
+        if not server_updates:
+            return config
+        server = config.server.model_copy(update=server_updates)
+        return config.model_copy(update={"server": server})
+
+
+@dataclass
+class _WorkerProcess:
+    pid: int
+    config_fd: int
+
+
+@dataclass
+class Supervisor:
+    config_path: Path
+    config: Config
+    overrides: Overrides
+    sock: socket.socket
+    workers: dict[int, _WorkerProcess] = field(default_factory=dict)
+    stopping: bool = False
+    _file_stamp: tuple[float, int] = (0.0, 0)
+
+    def run(self) -> int:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        self._file_stamp = self._stamp()
+        for _ in range(self.config.server.worker_count()):
+            self._spawn()
+        host, port = self.sock.getsockname()[:2]
+        log.info(
+            "ringwall is listening",
+            extra={
+                "listen": f"{host}:{port}",
+                "workers": len(self.workers),
+                "config": str(self.config_path),
+            },
+        )
+        while self.workers or not self.stopping:
+            info = signal.sigtimedwait(_HANDLED, _POLL_SECONDS)
+            if info is None:
+                self._check_file()
+            elif info.si_signo in (signal.SIGTERM, signal.SIGINT):
+                self._stop()
+            elif info.si_signo == signal.SIGHUP:
+                self.reload("SIGHUP")
+            self._reap()
+        log.info("ringwall stopped")
+        return 0
+
+    def _spawn(self) -> None:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(write_fd)
+            for other in self.workers.values():
+                os.close(other.config_fd)
+            code = 0
+            try:
+                run_worker(self.config, self.sock, read_fd)
+            except BaseException:
+                log.exception("worker failed")
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        os.close(read_fd)
+        self.workers[pid] = _WorkerProcess(pid, write_fd)
+
+    def reload(self, cause: str) -> bool:
+        try:
+            new_config = self.overrides.apply(load_config(self.config_path))
+        except ConfigError as exc:
+            for issue in exc.issues:
+                log.error(
+                    "invalid configuration, keeping the running one",
+                    extra={"cause": cause, "key": issue.path, "problem": issue.message},
+                )
+            return False
+        if new_config.server.listen != self.config.server.listen:
+            log.warning("a new listen address takes effect only after a restart")
+        self.config = new_config
+        configure_error_log(new_config.logging)
+        for worker in self.workers.values():
+            try:
+                send_config(worker.config_fd, new_config)
+            except OSError as exc:
+                log.error(
+                    "cannot send the configuration to a worker",
+                    extra={"pid": worker.pid, "error": str(exc)},
+                )
+        log.info("configuration reloaded", extra={"cause": cause, "workers": len(self.workers)})
+        return True
+
+    def _check_file(self) -> None:
+        stamp = self._stamp()
+        if stamp != self._file_stamp:
+            self._file_stamp = stamp
+            self.reload("file changed")
+
+    def _stamp(self) -> tuple[float, int]:
+        try:
+            status = self.config_path.stat()
+        except OSError:
+            return self._file_stamp
+        return status.st_mtime, status.st_size
+
+    def _stop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("draining workers", extra={"drain_seconds": self.config.server.timeouts.drain})
+        for worker in self.workers.values():
+            _signal(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.config.server.timeouts.drain + _EXIT_GRACE
+        while self.workers and time.monotonic() < deadline:
+            self._reap()
+            if self.workers:
+                signal.sigtimedwait({signal.SIGCHLD}, 0.1)
+        for worker in self.workers.values():
+            _signal(worker.pid, signal.SIGKILL)
+        self._reap()
+
+    def _reap(self) -> None:
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.workers.clear()
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            os.close(worker.config_fd)
+            if not self.stopping:
+                log.error(
+                    "worker exited unexpectedly, starting a new one",
+                    extra={"pid": pid, "status": os.waitstatus_to_exitcode(status)},
+                )
+                self._spawn()
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def bind_socket(address: tuple[str, int]) -> socket.socket:
+    host, port = address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def serve(config_path: Path, overrides: Overrides) -> int:
+    """Run the gateway until it is told to stop; return the process exit code."""
+    try:
+        config = overrides.apply(load_config(config_path))
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"{config_path}: {issue}", file=sys.stderr)
+        return 2
+    configure_error_log(config.logging)
+    try:
+        sock = bind_socket(config.server.listen)
+    except OSError as exc:
+        host, port = config.server.listen
+        print(f"cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    supervisor = Supervisor(config_path, config, overrides, sock)
+    try:
+        return supervisor.run()
+    finally:
+        sock.close()

@@ -1,0 +1,169 @@
+"""One worker process: an event loop serving the shared listening socket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+
+from ringwall.config.model import Config
+from ringwall.logs import AccessLog
+from ringwall.runtime import RequestIds, Runtime
+from ringwall.server.connection import ClientConnection
+
+log = logging.getLogger("ringwall.worker")
+
+# How often deadlines are checked; a deadline may pass by up to this much.
+SWEEP_INTERVAL = 0.25
+
+
+class Worker:
+    """Serves connections with the current `Runtime` and swaps it on reload."""
+
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.runtime = Runtime(config, loop)
+        self.retired: list[Runtime] = []
+        self.connections: set[ClientConnection] = set()
+        self.request_ids = RequestIds()
+        self.access_log = AccessLog(loop, config.logging)
+        self.server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._stopped = loop.create_future()
+
+    async def start(self, sock: socket.socket) -> None:
+        self.server = await self.loop.create_server(
+            lambda: ClientConnection(self), sock=sock, backlog=1024
+        )
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def reload(self, config: Config) -> None:
+        """Swap in a new configuration; requests in flight finish on the old one."""
+        old = self.runtime
+        self.runtime = Runtime(config, self.loop)
+        old.close()
+        self.retired.append(old)
+        self.access_log.close()
+        self.access_log = AccessLog(self.loop, config.logging)
+        log.info("configuration reloaded", extra={"routes": len(config.routes)})
+
+    async def drain(self) -> None:
+        """Stop accepting, let requests in flight finish, then close what is left."""
+        if self.server is not None:
+            self.server.close()
+        for connection in list(self.connections):
+            connection.closing = True
+            if connection.idle():
+                connection.close()
+        deadline = self.loop.time() + self.runtime.timeouts.drain
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            for connection in list(self.connections):
+                if connection.idle() and connection.tunnel is None:
+                    connection.close()
+        for connection in list(self.connections):
+            connection.abort()
+        self.stop()
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.runtime.close()
+        self.access_log.close()
+        if not self._stopped.done():
+            self._stopped.set_result(None)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for connection in list(self.connections):
+            connection.check_deadlines(now)
+        self.runtime.sweep(now)
+        for runtime in self.retired:
+            runtime.sweep(now)
+        self.retired = [
+            r for r in self.retired if any(p.busy for u in r.upstreams.values() for p in u.pools)
+        ]
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+
+# -- configuration messages from the supervisor --
+
+_LENGTH = struct.Struct("!I")
+
+
+def send_config(fd: int, config: Config) -> None:
+    """Send a validated configuration to a worker over its pipe."""
+    payload = pickle.dumps(config)
+    data = _LENGTH.pack(len(payload)) + payload
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+class ConfigReader:
+    """Reads configurations sent by `send_config` from a non-blocking pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+        os.set_blocking(fd, False)
+
+    def read(self) -> list[Config]:
+        try:
+            chunk = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return []
+        self.buffer += chunk
+        configs = []
+        while len(self.buffer) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(self.buffer)
+            if len(self.buffer) < _LENGTH.size + length:
+                break
+            payload = self.buffer[_LENGTH.size : _LENGTH.size + length]
+            self.buffer = self.buffer[_LENGTH.size + length :]
+            # The pipe is created by the supervisor before the fork; only it writes to it.
+            configs.append(pickle.loads(payload))  # noqa: S301
+        return configs
+
+
+def run_worker(config: Config, sock: socket.socket, config_fd: int) -> None:
+    """Entry point of a worker process after the fork."""
+    import uvloop
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    worker = Worker(config, loop)
+    reader = ConfigReader(config_fd)
+
+    def on_config() -> None:
+        for new_config in reader.read():
+            worker.reload(new_config)
+
+    def on_stop() -> None:
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.create_task(worker.drain())
+
+    async def main() -> None:
+        # The supervisor forks with these signals blocked; handlers go in first,
+        # so a SIGTERM that arrives during start-up still drains.
+        loop.add_signal_handler(signal.SIGTERM, on_stop)
+        loop.add_signal_handler(signal.SIGINT, on_stop)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        await worker.start(sock)
+        loop.add_reader(config_fd, on_config)
+        await worker.wait_stopped()
+        loop.remove_reader(config_fd)
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()

@@ -1,0 +1,25 @@
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway_thread import GatewayThread, proxy_config, running_gateway
+from tests.support.raw_upstream import RawUpstream, running_raw_upstream
+
+
+@pytest.fixture
+def upstream() -> Iterator[RawUpstream]:
+    with running_raw_upstream() as server:
+        yield server
+
+
+@pytest.fixture
+def gateway(upstream: RawUpstream, tmp_path: Path) -> Iterator[GatewayThread]:
+    config = proxy_config(
+        upstream.port,
+        server="  timeouts: {drain: 2s}\n"
+        "  limits: {max_body_bytes: 1KiB, max_request_line_bytes: 512,"
+        " max_header_count: 20, max_header_bytes: 2KiB}",
+    )
+    with running_gateway(config, tmp_path) as server:
+        yield server

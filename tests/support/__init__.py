@@ -1,0 +1,1 @@
+"""Test helpers: servers hosted in background threads for synchronous tests."""
