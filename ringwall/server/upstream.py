@@ -13,6 +13,7 @@ import httptools
 
 from ringwall.config.model import Upstream
 from ringwall.proxy.balancer import Balancer, TargetState
+from ringwall.server.health import HealthChecker
 
 log = logging.getLogger("ringwall.upstream")
 
@@ -107,10 +108,11 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            offset = upgrade.args[0] if upgrade.args else len(data)
-            self.tunnel = True
-            self.read_deadline = 0.0
-            sink.upstream_upgraded(data[offset:])
+            if self.sink is not None:  # None when the sink refused the switch
+                offset = upgrade.args[0] if upgrade.args else len(data)
+                self.tunnel = True
+                self.read_deadline = 0.0
+                sink.upstream_upgraded(data[offset:])
         except httptools.HttpParserError as exc:
             self.sink = None
             self.close()
@@ -141,7 +143,8 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         headers, self._headers = self._headers, []
         reason, self._reason = self._reason, b""
-        if status >= 200 or status == 101:
+        self._switching = status == 101
+        if status >= 200 or self._switching:
             self._final_head = True
             self._until_eof = _delimited_by_close(status, headers, self.head_request)
         self.sink.response_head(status, reason, headers)
@@ -156,8 +159,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.sink.response_body(body)
 
     def on_message_complete(self) -> None:
-        if not self._final_head or self.parser is None:
-            return  # the end of a 1xx interim response
+        if not self._final_head or self.parser is None or self._switching:
+            return  # a 1xx interim response, or a 101 whose tunnel starts after the parser stops
         if self.head_request:
             return  # already completed at the end of the head
         self._complete(self.parser.should_keep_alive())
@@ -321,11 +324,16 @@ class UpstreamRuntime:
         self.config = upstream
         self.balancer = Balancer(upstream, loop.time)
         self.pools = tuple(TargetPool(loop, state, upstream) for state in self.balancer.states)
+        self.health: HealthChecker | None = None
+        if upstream.health_check is not None:
+            self.health = HealthChecker(name, self.balancer.states, upstream.health_check, loop)
 
     def sweep(self, now: float) -> None:
         for pool in self.pools:
             pool.sweep(now)
 
     def close(self) -> None:
+        if self.health is not None:
+            self.health.close()
         for pool in self.pools:
             pool.close()

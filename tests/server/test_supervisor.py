@@ -1,0 +1,195 @@
+"""The `ringwall run` process: workers, reload and graceful stop, as a real subprocess."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ringwall.demo.backend import DemoBackend
+from tests.support.backend_thread import running_backend
+from tests.support.client import RawClient, request
+
+STARTUP_SECONDS = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def write_config(path: Path, backend_port: int, route_path: str = "/") -> None:
+    path.write_text(
+        f"""
+server:
+  timeouts: {{drain: 5s}}
+logging:
+  access: {{destination: "{path.parent / "access.log"}"}}
+upstreams:
+  app:
+    targets: ["http://127.0.0.1:{backend_port}"]
+routes:
+  - path: {route_path}
+    upstream: app
+"""
+    )
+
+
+class Gateway:
+    def __init__(self, config: Path, workers: int) -> None:
+        self.port = free_port()
+        self.stderr_path = config.parent / "stderr.log"
+        self.stderr = self.stderr_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ringwall",
+                "run",
+                "-c",
+                str(config),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(workers),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"gateway did not start: {self.log()}")
+
+    def status(self, path: bytes) -> int:
+        return request(self.port, b"GET %b HTTP/1.1\r\nHost: a\r\n\r\n" % path).status
+
+    def log(self) -> str:
+        self.stderr.flush()
+        return self.stderr_path.read_text()
+
+    def worker_pids(self) -> list[int]:
+        output = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        return [int(pid) for pid in output.split()]
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.stderr.close()
+        return code
+
+
+@pytest.fixture
+def backend() -> Iterator[DemoBackend]:
+    with running_backend() as server:
+        yield server
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, backend: DemoBackend) -> Path:
+    path = tmp_path / "ringwall.yaml"
+    write_config(path, backend.port)
+    return path
+
+
+@pytest.fixture
+def gateway(config_path: Path) -> Iterator[Gateway]:
+    process = Gateway(config_path, workers=2)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def wait_for(condition: object, seconds: float = 5.0) -> bool:
+    assert callable(condition)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_workers_serve(gateway: Gateway) -> None:
+    assert len(gateway.worker_pids()) == 2
+    assert [gateway.status(b"/health") for _ in range(10)] == [200] * 10
+
+
+def test_sighup_reloads(gateway: Gateway, config_path: Path, backend: DemoBackend) -> None:
+    write_config(config_path, backend.port, route_path="/health")
+    gateway.process.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: gateway.status(b"/api/products") == 404)
+    assert gateway.status(b"/health") == 200
+
+
+def test_file_change_reloads(gateway: Gateway, config_path: Path, backend: DemoBackend) -> None:
+    time.sleep(1.1)  # a new modification time even on coarse file systems
+    write_config(config_path, backend.port, route_path="/health")
+    assert wait_for(lambda: gateway.status(b"/api/products") == 404)
+
+
+def test_bad_reload_keeps_serving(gateway: Gateway, config_path: Path) -> None:
+    config_path.write_text("server:\n  lisen: 1\nroutes:\n  - path: /\n    upstream: nowhere\n")
+    gateway.process.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "server.lisen" in gateway.log())
+    assert "routes[0].upstream" in gateway.log()
+    assert gateway.status(b"/api/products") == 200
+
+
+def test_dead_worker_replaced(gateway: Gateway) -> None:
+    victim = gateway.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: len(gateway.worker_pids()) == 2 and victim not in gateway.worker_pids())
+    assert gateway.status(b"/health") == 200
+
+
+def test_sigterm_drains_in_flight(gateway: Gateway) -> None:
+    with RawClient(gateway.port) as client:
+        client.send(b"GET /api/slow?delay=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(0.3)
+        gateway.process.send_signal(signal.SIGTERM)
+        response = client.response()
+    assert response.status == 200
+    assert response.header("Connection") == "close"
+    assert gateway.process.wait(10) == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", gateway.port), timeout=1).close()
+
+
+def test_invalid_config_refused_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("routes:\n  - path: /\n    upstream: missing\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "ringwall", "run", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "routes[0].upstream" in result.stderr

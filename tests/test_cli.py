@@ -1,0 +1,104 @@
+"""The `ringwall` command line: check, version, demo."""
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ringwall import __version__
+from ringwall.cli import main
+from tests.support.client import request
+
+VALID = """
+upstreams:
+  app:
+    targets: ["http://127.0.0.1:9"]
+routes:
+  - path: /
+    upstream: app
+"""
+
+BROKEN = """
+server:
+  listen: 127.0.0.1:8080
+  tiemouts: {head: 5s}
+upstreams:
+  app:
+    targets: ["http://127.0.0.1:9"]
+routes:
+  - path: /
+    upstream: app
+  - path: /orders
+    upstream: orders
+"""
+
+
+def test_check_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(VALID)
+    assert main(["check", "-c", str(path)]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_check_names_every_key_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN)
+    assert main(["check", "-c", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    unknown = next(line for line in lines if "server.tiemouts" in line)
+    missing = next(line for line in lines if "routes[1].upstream" in line)
+    assert "did you mean 'timeouts'" in unknown
+    assert "'orders' is not defined" in missing
+
+
+def test_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(tmp_path / "absent.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ringwall {__version__}"
+
+
+def test_invalid_listen_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "-c", "x.yaml", "--listen", "nowhere"])
+    assert exit_info.value.code == 2
+    assert "HOST:PORT" in capsys.readouterr().err
+
+
+def test_demo_serves(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    stdout = (tmp_path / "stdout").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ringwall", "demo", "--listen", f"127.0.0.1:{port}"],
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        status = 0
+        while time.monotonic() < deadline:
+            try:
+                status = request(port, b"GET /api/products HTTP/1.1\r\nHost: a\r\n\r\n").status
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+        stdout.close()
+    output = (tmp_path / "stdout").read_text()
+    assert "curl" in output
+    assert '"route":"products"' in output
