@@ -27,6 +27,7 @@ class Exchange:
     query = b""
     version = "1.1"
     host = ""
+    host_header = b""
     request_id = ""
     content_length: int | None = None
     chunked = False
@@ -56,6 +57,9 @@ class Exchange:
         self.started = started
         self.wall_started = wall_started
         self.headers: list[tuple[bytes, bytes]] = []
+        # The fields sent upstream as received: `headers` without hop-by-hop,
+        # framing and gateway-owned fields (see `read_request_headers`).
+        self.forward_headers: list[tuple[bytes, bytes]] = []
         self.params: dict[str, str] = {}
 
     @property

@@ -16,7 +16,7 @@ from ringwall.edge.client_ip import ClientAddressResolver
 from ringwall.exchange import Exchange
 from ringwall.gateway.body_limit import BodyLimitLayer
 from ringwall.gateway.routing import Router, RoutingLayer
-from ringwall.http.headers import GATEWAY_OWNED, canonical_name, filter_request_headers
+from ringwall.http.headers import GATEWAY_OWNED, canonical_name
 from ringwall.pipeline import Pipeline
 from ringwall.server.upstream import UpstreamRuntime
 
@@ -62,6 +62,9 @@ class Runtime:
             name: UpstreamRuntime(name, upstream, loop)
             for name, upstream in config.upstreams.items()
         }
+        self.preserve_host = {
+            name: upstream.preserve_host for name, upstream in config.upstreams.items()
+        }
         self.pipeline = Pipeline(
             [RoutingLayer(self.router), BodyLimitLayer(self.limits.max_body_bytes)]
         )
@@ -76,37 +79,33 @@ class Runtime:
         """
         route = exchange.route
         assert route is not None
-        path = exchange.upstream_path.encode("ascii")
+        target = exchange.upstream_path.encode("ascii")
         if exchange.query:
-            path += b"?" + exchange.query
-        upstream = route.route.upstream
-        preserve = self.upstreams[upstream].config.preserve_host
-        host = (
-            exchange.header_values(b"host")[0] if preserve and exchange.host else authority.encode()
-        )
+            target += b"?" + exchange.query
+        if exchange.host_header and self.preserve_host[route.route.upstream]:
+            host = exchange.host_header
+        else:
+            host = authority.encode("ascii")
         client_ip = exchange.client_ip.encode("ascii")
-        lines = [
-            b"%b %b HTTP/1.1" % (exchange.method.encode("ascii"), path),
-            b"Host: " + host,
+        parts = [
+            b"%b %b HTTP/1.1\r\nHost: %b\r\n" % (exchange.method.encode("ascii"), target, host),
+            *[b"%b: %b\r\n" % field for field in exchange.forward_headers],
+            b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: http\r\n" % client_ip,
         ]
-        for name, value in filter_request_headers(exchange.headers, self.owned_headers):
-            if name.lower() != b"expect" and name.lower() != b"content-length":
-                lines.append(name + b": " + value)
-        lines.append(b"X-Forwarded-For: " + client_ip)
-        lines.append(b"X-Forwarded-Proto: http")
         if exchange.host:
-            lines.append(b"X-Forwarded-Host: " + exchange.host.encode("ascii"))
-        lines.append(b"X-Real-IP: " + client_ip)
-        lines.append(self.request_id_header + b": " + exchange.request_id.encode("ascii"))
+            parts.append(b"X-Forwarded-Host: %b\r\n" % exchange.host.encode("ascii"))
+        parts.append(
+            b"X-Real-IP: %b\r\n%b: %b\r\n"
+            % (client_ip, self.request_id_header, exchange.request_id.encode("ascii"))
+        )
         if content_length is not None:
-            lines.append(b"Content-Length: %d" % content_length)
+            parts.append(b"Content-Length: %d\r\n" % content_length)
         elif exchange.has_body:
-            lines.append(b"Transfer-Encoding: chunked")
+            parts.append(b"Transfer-Encoding: chunked\r\n")
         if exchange.upgrade is not None:
-            lines.append(b"Connection: Upgrade")
-            lines.append(b"Upgrade: " + exchange.upgrade)
-        lines.append(b"\r\n")
-        return b"\r\n".join(lines)
+            parts.append(b"Connection: Upgrade\r\nUpgrade: %b\r\n" % exchange.upgrade)
+        parts.append(b"\r\n")
+        return b"".join(parts)
 
     def close(self) -> None:
         for upstream in self.upstreams.values():

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ringwall.config.model import Config
+from ringwall.config.model import DUPLICATE_ROUTE_NAME, Config
 from ringwall.errors import ConfigError, ConfigIssue, excerpt
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -79,7 +79,7 @@ def parse_config(text: str, environ: Mapping[str, str] | None = None) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        issues.extend(_validation_issues(exc))
+        issues.extend(_validation_issues(exc, data))
         config = None
     if issues or config is None:
         raise ConfigError(_unique(issues))
@@ -125,15 +125,29 @@ def _expand(text: str, path: str, environ: Mapping[str, str], issues: list[Confi
 
 
 def _check_references(data: dict[str, Any]) -> list[ConfigIssue]:
-    """Check that every route names a defined upstream."""
+    """Check that route names are unique and every route names a defined upstream."""
     upstreams = data.get("upstreams")
     names = set(upstreams) if isinstance(upstreams, dict) else set()
     routes = data.get("routes")
     if not isinstance(routes, list):
         return []
     issues = []
+    route_names: set[str] = set()
     for index, route in enumerate(routes):
-        if not isinstance(route, dict) or not isinstance(route.get("upstream"), str):
+        if not isinstance(route, dict):
+            continue
+        route_name = route.get("name") or f"routes[{index}]"
+        if isinstance(route_name, str):
+            if route_name in route_names:
+                issues.append(
+                    ConfigIssue(
+                        f"routes[{index}].name",
+                        f"duplicate route name {excerpt(route_name)!r}: "
+                        "give each route its own name",
+                    )
+                )
+            route_names.add(route_name)
+        if not isinstance(route.get("upstream"), str):
             continue
         name = route["upstream"]
         if name not in names:
@@ -147,19 +161,43 @@ def _check_references(data: dict[str, Any]) -> list[ConfigIssue]:
     return issues
 
 
-def _validation_issues(exc: ValidationError) -> list[ConfigIssue]:
+def _validation_issues(exc: ValidationError, data: dict[str, Any]) -> list[ConfigIssue]:
     issues = []
     for error in exc.errors(include_url=False):
-        location = tuple(error["loc"])
+        if error["type"] == DUPLICATE_ROUTE_NAME:
+            continue  # reported with its key path by _check_references
+        location = _data_location(tuple(error["loc"]), data)
         path = _format_location(location)
         if error["type"] == "extra_forbidden":
             message = _unknown_key_message(location)
         else:
             message = error["msg"].removeprefix("Value error, ")
-            if error["type"] != "missing" and "input" in error:
-                message += f" (got {excerpt(repr(error['input']), 80)})"
+            value = error.get("input")
+            if error["type"] != "missing" and not isinstance(value, dict | list | None):
+                message += f" (got {excerpt(repr(value), 80)})"
         issues.append(ConfigIssue(path, message))
     return issues
+
+
+def _data_location(location: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
+    """Keep the parts of a pydantic error location that are keys or indexes of `data`.
+
+    pydantic also names union members ("int", "literal['auto']") and
+    validators in a location; those are not key paths a user can find.
+    """
+    kept = []
+    node = data
+    for index, part in enumerate(location):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
+            kept.append(part)
+            node = node[part]
+        elif index == len(location) - 1 and isinstance(node, dict):
+            kept.append(part)  # a missing or unknown key: still the right path
+        else:
+            node = None
+    return tuple(kept)
 
 
 def _format_location(location: tuple[Any, ...]) -> str:
@@ -167,8 +205,6 @@ def _format_location(location: tuple[Any, ...]) -> str:
     for part in location:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif isinstance(part, str) and ("[" in part or part.startswith("function-")):
-            continue  # pydantic's names of union members and validators, not keys
         else:
             path = _join(path, str(part))
     return path

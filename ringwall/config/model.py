@@ -9,10 +9,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ringwall.config.types import ByteSize, Duration, ListenAddress
 
@@ -20,6 +21,9 @@ KiB = 1024
 MiB = 1024 * 1024
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+DUPLICATE_ROUTE_NAME = "duplicate_route_name"
+# An integer setting: YAML's true and false are not read as 1 and 0.
+Count = Annotated[int, Strict()]
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HOST_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -34,10 +38,10 @@ class ClientLimits(Model):
     """Size limits on what one client may send."""
 
     max_request_line_bytes: ByteSize = Field(8 * KiB, ge=64)
-    max_header_count: int = Field(100, ge=1, le=10_000)
+    max_header_count: Count = Field(100, ge=1, le=10_000)
     max_header_bytes: ByteSize = Field(32 * KiB, ge=256)
     max_body_bytes: ByteSize = 1 * MiB
-    max_requests_per_connection: int = Field(1000, ge=1)
+    max_requests_per_connection: Count = Field(1000, ge=1)
 
 
 class ClientTimeouts(Model):
@@ -54,7 +58,7 @@ class ClientTimeouts(Model):
 
 class ServerConfig(Model):
     listen: ListenAddress = ("127.0.0.1", 8080)
-    workers: int | Literal["auto"] = "auto"
+    workers: Count | Literal["auto"] = "auto"
     trusted_proxies: tuple[IPNetwork, ...] = ()
     request_id_header: str = "X-Request-Id"
     limits: ClientLimits = ClientLimits()
@@ -115,7 +119,7 @@ class UpstreamTimeouts(Model):
 class PoolConfig(Model):
     """Keep-alive connections kept open to each target."""
 
-    max_idle: int = Field(64, ge=0, le=10_000)
+    max_idle: Count = Field(64, ge=0, le=10_000)
     idle_timeout: Duration = Field(60.0, gt=0)
 
 
@@ -123,7 +127,7 @@ class PassiveHealth(Model):
     """Skip a target for `cooldown` after `failures` consecutive connection failures."""
 
     enabled: bool = True
-    failures: int = Field(1, ge=1)
+    failures: Count = Field(1, ge=1)
     cooldown: Duration = Field(10.0, gt=0)
 
 
@@ -133,8 +137,8 @@ class ActiveHealth(Model):
     path: str = "/health"
     interval: Duration = Field(5.0, gt=0)
     timeout: Duration = Field(2.0, gt=0)
-    healthy_threshold: int = Field(2, ge=1)
-    unhealthy_threshold: int = Field(2, ge=1)
+    healthy_threshold: Count = Field(2, ge=1)
+    unhealthy_threshold: Count = Field(2, ge=1)
 
     @field_validator("path")
     @classmethod
@@ -146,7 +150,7 @@ class ActiveHealth(Model):
 
 class Target(Model):
     host: str
-    port: int
+    port: Count
 
     @property
     def authority(self) -> str:
@@ -159,10 +163,14 @@ def _parse_target(url: str) -> Target:
         raise ValueError(f"unsupported target {url!r}: expected http://HOST:PORT")
     if parts.username or parts.password or parts.path not in ("", "/") or parts.query:
         raise ValueError(f"invalid target {url!r}: expected http://HOST:PORT with no path")
+    if parts.fragment or url.endswith("#"):
+        raise ValueError(f"invalid target {url!r}: expected http://HOST:PORT with no fragment")
     try:
-        port = parts.port or 80
+        port = 80 if parts.port is None else parts.port
     except ValueError as exc:
         raise ValueError(f"invalid port in target {url!r}") from exc
+    if port == 0:
+        raise ValueError(f"invalid port 0 in target {url!r}: expected 1 to 65535")
     if not parts.hostname:
         raise ValueError(f"missing host in target {url!r}")
     return Target(host=parts.hostname, port=port)
@@ -172,7 +180,7 @@ class Upstream(Model):
     targets: tuple[Target, ...] = Field(min_length=1)
     balance: Literal["round_robin", "least_connections"] = "round_robin"
     preserve_host: bool = False
-    retries: int = Field(1, ge=0, le=5)
+    retries: Count = Field(1, ge=0, le=5)
     pool: PoolConfig = PoolConfig()
     timeouts: UpstreamTimeouts = UpstreamTimeouts()
     passive_health: PassiveHealth = PassiveHealth()
@@ -232,6 +240,8 @@ class Route(Model):
     def _check_path(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError("expected a path that starts with /")
+        if not value.isascii():
+            raise ValueError("expected a path of ASCII characters")
         if any(ch <= " " or ch in "?#\\%\x7f" for ch in value):
             raise ValueError("expected a plain path without spaces, ?, #, \\ or %-escapes")
         segments = value.split("/")[1:]
@@ -266,13 +276,17 @@ class Config(Model):
 
     @model_validator(mode="after")
     def _name_routes(self) -> Config:
-        names: set[str] = set()
-        routes = []
-        for index, route in enumerate(self.routes):
-            name = route.name or f"routes[{index}]"
-            if name in names:
-                raise ValueError(f"routes[{index}].name: duplicate route name {name!r}")
-            names.add(name)
-            routes.append(route if route.name else route.model_copy(update={"name": name}))
-        object.__setattr__(self, "routes", tuple(routes))
+        # Unnamed routes are named by position. The loader reports duplicate
+        # names with their key path; this check covers configurations built in code.
+        routes = tuple(
+            route if route.name else route.model_copy(update={"name": f"routes[{index}]"})
+            for index, route in enumerate(self.routes)
+        )
+        names = [route.name for route in routes]
+        for name in names:
+            if names.count(name) > 1:
+                raise PydanticCustomError(
+                    DUPLICATE_ROUTE_NAME, "duplicate route name '{name}'", {"name": name}
+                )
+        object.__setattr__(self, "routes", routes)
         return self

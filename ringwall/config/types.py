@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,6 +35,8 @@ def parse_duration(value: Any) -> float:
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     else:
         raise ValueError("expected a duration such as 10, 10s, 500ms, 2m or 1h")
+    if not math.isfinite(seconds):
+        raise ValueError("expected a duration such as 10s, not NaN or infinity")
     if seconds < 0:
         raise ValueError("expected a duration of 0 or more seconds")
     return seconds
@@ -63,6 +66,12 @@ def parse_listen_address(value: Any) -> tuple[str, int]:
         raise ValueError("expected HOST:PORT, for example 127.0.0.1:8080 or [::1]:8080")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+        if not host or "[" in host or "]" in host:
+            raise ValueError(
+                "expected HOST:PORT with an IPv6 address in brackets, such as [::1]:8080"
+            )
+    elif "[" in host or "]" in host or ":" in host:
+        raise ValueError("expected HOST:PORT with an IPv6 address in brackets, such as [::1]:8080")
     port = int(port_text)
     if not 0 <= port <= 65535:
         raise ValueError("expected a port between 0 and 65535")

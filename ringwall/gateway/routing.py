@@ -39,14 +39,15 @@ class CompiledRoute:
         "wildcard_suffixes",
     )
 
-    def __init__(self, route: Route, index: int) -> None:
+    def __init__(self, route: Route, index: int, hosts: tuple[str, ...] | None = None) -> None:
+        hosts = route.hosts if hosts is None else hosts
         self.route = route
         self.name = route.name
         self.path = route.path
         self.match = route.match
         self.methods = frozenset(route.methods)
-        self.exact_hosts = frozenset(h for h in route.hosts if not h.startswith("*."))
-        self.wildcard_suffixes = tuple(h[1:] for h in route.hosts if h.startswith("*."))
+        self.exact_hosts = frozenset(h for h in hosts if not h.startswith("*."))
+        self.wildcard_suffixes = tuple(h[1:] for h in hosts if h.startswith("*."))
         self.prefix_slash = route.path if route.path.endswith("/") else route.path + "/"
         # (True, name) for a {name} parameter, (False, text) for a literal segment.
         self.segments: tuple[tuple[bool, str], ...] = tuple(
@@ -103,7 +104,17 @@ class CompiledRoute:
 
 class Router:
     def __init__(self, routes: tuple[Route, ...]) -> None:
-        compiled = [CompiledRoute(route, index) for index, route in enumerate(routes)]
+        compiled = []
+        for index, route in enumerate(routes):
+            # A route that lists exact and wildcard hosts becomes two entries, so
+            # each ranks by the kind of host that matched.
+            exact = tuple(host for host in route.hosts if not host.startswith("*."))
+            wildcard = tuple(host for host in route.hosts if host.startswith("*."))
+            if exact and wildcard:
+                compiled.append(CompiledRoute(route, index, exact))
+                compiled.append(CompiledRoute(route, index, wildcard))
+            else:
+                compiled.append(CompiledRoute(route, index))
         self.routes = tuple(sorted(compiled, key=lambda route: route.rank))
 
     def match(self, host: str, path: str, method: str) -> tuple[CompiledRoute, dict[str, str]]:
@@ -168,7 +179,10 @@ def _parse_host(value: bytes) -> str:
         digits = port[1:]
         if not port.startswith(":") or not digits.isdigit() or not 0 < int(digits) <= 65535:
             raise BadRequest("protocol", f"invalid port in Host header {excerpt(text)!r}")
-    return host.rstrip(".")
+    name = host.rstrip(".")
+    if not name:
+        raise BadRequest("protocol", f"the Host header has an empty name: {excerpt(text)!r}")
+    return name
 
 
 class RoutingLayer:

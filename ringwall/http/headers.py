@@ -47,51 +47,139 @@ def canonical_name(name: bytes) -> bytes:
     return name.lower().translate(_SPELLING_VARIANTS)
 
 
-def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Return the lowercase option names listed in every `Connection` header."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(token.strip().lower() for token in value.split(b","))
-    tokens.discard(b"")
-    return frozenset(tokens)
+# Connection options that name no header field.
+_CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
+_CONNECTION_OPTION_VALUES = frozenset(
+    {b"close", b"keep-alive", b"Close", b"Keep-Alive", b"upgrade", b"Upgrade"}
+)
 
 
-def filter_request_headers(
-    headers: list[tuple[bytes, bytes]],
-    owned: frozenset[bytes],
-) -> list[tuple[bytes, bytes]]:
-    """Drop hop-by-hop headers, headers named in `Connection`, Host and gateway-owned headers.
+def connection_tokens(value: bytes) -> frozenset[bytes]:
+    """Return the lowercase header names listed in one `Connection` value.
 
-    `owned` holds canonical names (see `canonical_name`) of headers the gateway
-    sets itself, such as the request id header.
+    The options close, keep-alive and upgrade are not header names and are left out.
     """
-    named = connection_tokens(headers)
-    kept = []
+    if value in _CONNECTION_OPTION_VALUES:
+        return frozenset()
+    tokens = {token.strip().lower() for token in value.split(b",")}
+    return frozenset(tokens - _CONNECTION_OPTIONS - {b""})
+
+
+class RequestHeaders:
+    """What one pass over a request's header fields found, and the fields to forward."""
+
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "expect",
+        "forward",
+        "forwarded_for",
+        "hosts",
+        "request_id",
+        "upgrade",
+    )
+
+    def __init__(self) -> None:
+        self.hosts: list[bytes] = []
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect: bytes | None = None
+        self.forwarded_for: list[bytes] = []
+        self.upgrade: bytes | None = None
+        self.request_id = b""
+        self.forward: list[tuple[bytes, bytes]] = []
+
+
+# Fields the gateway reads itself; none of them is forwarded as received.
+_READ_BY_GATEWAY = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"expect",
+        b"connection",
+        b"upgrade",
+        b"x-forwarded-for",
+    }
+)
+
+
+def read_request_headers(
+    headers: list[tuple[bytes, bytes]], request_id_name: bytes, owned: frozenset[bytes]
+) -> RequestHeaders:
+    """Read the fields the gateway needs and select those forwarded upstream, in one pass.
+
+    Dropped: hop-by-hop fields, fields named in `Connection`, Host, framing
+    fields (the gateway writes its own), `Expect`, and gateway-owned fields under
+    any spelling (`owned` holds canonical names, see `canonical_name`).
+    `request_id_name` is the lowercase name of the request id field.
+    """
+    found = RequestHeaders()
+    forward = found.forward
+    named: frozenset[bytes] = frozenset()
     for name, value in headers:
         lower = name.lower()
-        if lower in HopByHop or lower == b"host" or lower in named:
+        if lower in _READ_BY_GATEWAY:
+            if lower == b"host":
+                found.hosts.append(value)
+            elif lower == b"content-length":
+                found.content_length = int(value)  # llhttp accepts digits only
+            elif lower == b"transfer-encoding":
+                found.chunked = True  # llhttp accepts only a final "chunked"
+            elif lower == b"expect":
+                found.expect = value
+            elif lower == b"connection":
+                named |= connection_tokens(value)
+            elif lower == b"upgrade":
+                found.upgrade = value
+            else:
+                found.forwarded_for.append(value)
             continue
-        canonical = lower.translate(_SPELLING_VARIANTS)
+        if lower == request_id_name:
+            found.request_id = value
+            continue
+        if lower in HopByHop:
+            continue
+        if b"_" in lower or b"." in lower:
+            # A variant spelling of a field the gateway reads or owns, such as
+            # Transfer_Encoding, is dropped: a backend may read it as the real one.
+            canonical = lower.translate(_SPELLING_VARIANTS)
+            if canonical in _READ_BY_GATEWAY or canonical in HopByHop:
+                continue
+        else:
+            canonical = lower
         if canonical in owned or canonical.startswith(GATEWAY_OWNED_PREFIX):
             continue
+        forward.append((name, value))
+    if named:
+        found.forward = [(n, v) for n, v in forward if n.lower() not in named]
+    return found
+
+
+def filter_response_headers(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """Drop hop-by-hop fields and those named in `Connection` from an upstream response.
+
+    Returns the kept fields and whether a Content-Length is among them.
+    """
+    kept = []
+    named: frozenset[bytes] = frozenset()
+    has_length = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HopByHop:
+            if lower == b"connection":
+                named |= connection_tokens(value)
+            continue
+        if lower == b"content-length":
+            has_length = True
         kept.append((name, value))
-    return kept
-
-
-def filter_response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Drop hop-by-hop headers and those named in `Connection` from an upstream response."""
-    named = connection_tokens(headers)
-    return [
-        (name, value)
-        for name, value in headers
-        if (lower := name.lower()) not in HopByHop and lower not in named
-    ]
+    if named:
+        kept = [(n, v) for n, v in kept if n.lower() not in named]
+        has_length = has_length and b"content-length" not in named
+    return kept, has_length
 
 
 def encode_head(first_line: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
-    parts = [first_line]
-    for name, value in headers:
-        parts.append(name + b": " + value)
-    parts.append(b"\r\n")
-    return b"\r\n".join(parts)
+    return first_line + b"\r\n" + b"".join([b"%b: %b\r\n" % field for field in headers]) + b"\r\n"

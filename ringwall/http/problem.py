@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
+import http
 import json
 
 from ringwall.errors import Rejection
 
-_REASON_PHRASES = {
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    421: "Misdirected Request",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
+# Python 3.11's HTTPStatus keeps RFC 7231 names for a few codes; RFC 9110 renamed them.
+_RFC_9110_NAMES = {413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"}
+_PHRASES = {
+    status.value: _RFC_9110_NAMES.get(status.value, status.phrase).encode("ascii")
+    for status in http.HTTPStatus
 }
+
+
+def reason_phrase(status: int) -> bytes:
+    """Return the standard reason phrase of `status`, or b"Unknown" for an unregistered code."""
+    return _PHRASES.get(status, b"Unknown")
 
 
 def problem_type(rejection: Rejection) -> str:
@@ -50,7 +47,7 @@ def problem_response(
 ) -> bytes:
     """Return a complete HTTP/1.1 response for `rejection`."""
     body = problem_body(rejection, request_id)
-    phrase = _REASON_PHRASES.get(rejection.status, rejection.title)
+    phrase = reason_phrase(rejection.status).decode("ascii")
     lines = [
         f"HTTP/1.1 {rejection.status} {phrase}",
         "Content-Type: application/problem+json",

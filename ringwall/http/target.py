@@ -4,7 +4,8 @@ The path that routing, later checks and the access log see is exactly the
 path sent upstream, so a layer and the backend can never read two different
 paths. Until full canonicalization exists, anything with more than one
 plausible reading is rejected instead of normalized: encoded `/` and `\\`,
-encoded control bytes, raw backslashes and dot segments.
+encoded control bytes, raw backslashes and dot segments. Repeated slashes
+are merged.
 """
 
 from __future__ import annotations
@@ -34,8 +35,18 @@ def split_target(target: bytes) -> tuple[str, bytes]:
         path = raw_path
     else:
         path = _normalize_escapes(raw_path)
+    if b"//" in path:
+        path = _merge_slashes(path)
     _reject_dot_segments(path)
     return path.decode("ascii"), query
+
+
+def _merge_slashes(path: bytes) -> bytes:
+    # "//admin" and "/admin" are one resource to most backends, so routing must
+    # see, and the upstream must receive, the merged form.
+    while b"//" in path:
+        path = path.replace(b"//", b"/")
+    return path
 
 
 def _is_plain(raw_path: bytes) -> bool:

@@ -33,6 +33,7 @@ from ringwall.errors import (
 )
 from ringwall.exchange import Exchange
 from ringwall.gateway.routing import normalize_host
+from ringwall.http.headers import read_request_headers
 from ringwall.http.problem import problem_response
 from ringwall.http.target import split_target
 from ringwall.runtime import valid_request_id
@@ -74,6 +75,8 @@ class ClientConnection(asyncio.Protocol):
         self.body_started = 0.0
         self.write_paused_since = 0.0
         self._header_bytes = 0
+        self._limits = worker.runtime.limits
+        self._headers: list[tuple[bytes, bytes]] = []
         self._upgrade_leftover = b""
 
     # -- asyncio.Protocol --
@@ -149,6 +152,8 @@ class ClientConnection(asyncio.Protocol):
         now = self.loop.time()
         exchange = Exchange(runtime, self.peer_ip, now, time.time())
         self.current = exchange
+        self._limits = runtime.limits
+        self._headers = exchange.headers
         self._header_bytes = 0
         self.idle_deadline = 0.0
         self.head_deadline = now + runtime.timeouts.head
@@ -161,16 +166,14 @@ class ClientConnection(asyncio.Protocol):
             raise UriTooLong(LAYER, "the request-target is longer than the limit", close=True)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        exchange = self.current
-        assert exchange is not None
-        limits = exchange.runtime.limits
         self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > limits.max_header_bytes:
+        if self._header_bytes > self._limits.max_header_bytes:
             raise HeaderFieldsTooLarge(LAYER, "the request header section is too large", close=True)
         if self.head_deadline == 0.0:
             return  # a trailer field of a chunked body: counted, never forwarded
-        exchange.headers.append((name, value))
-        if len(exchange.headers) > limits.max_header_count:
+        headers = self._headers
+        headers.append((name, value))
+        if len(headers) > self._limits.max_header_count:
             raise HeaderFieldsTooLarge(LAYER, "the request has too many header fields", close=True)
 
     def on_headers_complete(self) -> None:
@@ -224,48 +227,37 @@ class ClientConnection(asyncio.Protocol):
         if exchange.version not in ("1.1", "1.0"):
             raise VersionNotSupported(LAYER, "only HTTP/1.0 and HTTP/1.1 are supported", close=True)
         runtime = exchange.runtime
-        request_id_name = runtime.request_id_lower
-        hosts = []
-        forwarded_for = []
-        request_id = b""
-        for name, value in exchange.headers:
-            lower = name.lower()
-            if lower == b"host":
-                hosts.append(value)
-            elif lower == b"content-length":
-                exchange.content_length = int(value)
-            elif lower == b"transfer-encoding":
-                exchange.chunked = True
-            elif lower == b"expect":
-                if value.lower() != b"100-continue":
-                    raise _ExpectationFailed(LAYER, "only 'Expect: 100-continue' is supported")
-                exchange.expect_continue = True
-            elif lower == b"x-forwarded-for":
-                forwarded_for.append(value)
-            elif lower == b"upgrade":
-                exchange.upgrade = value
-            elif lower == request_id_name:
-                request_id = value
+        found = read_request_headers(
+            exchange.headers, runtime.request_id_lower, runtime.owned_headers
+        )
+        exchange.forward_headers = found.forward
+        exchange.content_length = found.content_length
+        exchange.chunked = found.chunked
         addresses = runtime.client_addresses
         if addresses.has_trusted and addresses.is_trusted(exchange.peer_ip):
-            if forwarded_for:
-                exchange.client_ip = addresses.resolve(exchange.peer_ip, forwarded_for)
-            if valid_request_id(request_id):
-                exchange.request_id = request_id.decode("ascii")
+            if found.forwarded_for:
+                exchange.client_ip = addresses.resolve(exchange.peer_ip, found.forwarded_for)
+            if valid_request_id(found.request_id):
+                exchange.request_id = found.request_id.decode("ascii")
         if not exchange.request_id:
             exchange.request_id = self.worker.request_ids.next()
-        if exchange.chunked and exchange.version == "1.0":
+        if found.expect is not None:
+            if found.expect.lower() != b"100-continue":
+                raise _ExpectationFailed(LAYER, "only 'Expect: 100-continue' is supported")
+            exchange.expect_continue = True
+        if found.chunked and exchange.version == "1.0":
             raise BadRequest(LAYER, "Transfer-Encoding is not allowed in HTTP/1.0", close=True)
         if exchange.method == "CONNECT":
-            exchange.upgrade = None
             raise MethodNotAllowed(
                 LAYER, "CONNECT is not supported: this is not a forward proxy", close=True
             )
-        if exchange.upgrade is not None and not self.parser.should_upgrade():
-            exchange.upgrade = None
+        if found.upgrade is not None and self.parser.should_upgrade():
+            exchange.upgrade = found.upgrade
+        hosts = found.hosts
         if hosts:
             if len(hosts) > 1:
                 raise BadRequest(LAYER, "more than one Host header", close=True)
+            exchange.host_header = hosts[0]
             exchange.host = normalize_host(hosts[0])
         elif exchange.version == "1.1":
             raise BadRequest(LAYER, "the Host header is missing", close=True)

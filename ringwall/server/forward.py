@@ -240,9 +240,8 @@ class Forwarder:
             if exchange.version == "1.1" and status != 100:
                 # Interim responses such as 103 Early Hints; 100 Continue is the
                 # gateway's own to send, so the upstream's is dropped.
-                self._output.append(
-                    self._head_bytes(status, reason, filter_response_headers(headers))
-                )
+                kept, _ = filter_response_headers(headers)
+                self._output.append(self._head_bytes(status, reason, kept))
             return
         if exchange.upgrade is not None:
             exchange.close = True  # the client may already be sending the new protocol
@@ -339,11 +338,10 @@ class Forwarder:
     ) -> None:
         exchange = self.exchange
         exchange.status = status
-        kept = filter_response_headers(headers)
-        if status == 204:
+        kept, has_length = filter_response_headers(headers)
+        if status == 204 and has_length:
             kept = [(n, v) for n, v in kept if n.lower() != b"content-length"]
         body_allowed = exchange.method != "HEAD" and status not in _NO_BODY_STATUS and not upgrade
-        has_length = any(name.lower() == b"content-length" for name, _ in kept)
         if body_allowed and not has_length:
             if exchange.version == "1.1":
                 self._chunked_response = True

@@ -12,6 +12,7 @@ from typing import Protocol, cast
 import httptools
 
 from ringwall.config.model import Upstream
+from ringwall.http.problem import reason_phrase
 from ringwall.proxy.balancer import Balancer, TargetState
 from ringwall.server.health import HealthChecker
 
@@ -67,10 +68,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.read_deadline = 0.0
         self.idle_since = 0.0
         self.tunnel = False
+        self._switching = False
         self._headers: list[tuple[bytes, bytes]] = []
-        self._reason = b""
         self._final_head = False
-        self._until_eof = False
+        self._final_status = 0
+        self._final_headers: list[tuple[bytes, bytes]] = []
 
     # -- asyncio.Protocol --
 
@@ -85,7 +87,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.forget(self)
         sink, self.sink = self.sink, None
         if sink is not None:
-            if self.tunnel or (self._final_head and self._until_eof):
+            until_eof = self._final_head and _delimited_by_close(
+                self._final_status, self._final_headers, self.head_request
+            )
+            if self.tunnel or until_eof:
                 # A tunnel ends, or a body delimited by the end of the connection is complete.
                 sink.response_complete(False)
             else:
@@ -131,9 +136,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks --
 
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._final_head:
             self._headers.append((name, value))
@@ -142,12 +144,12 @@ class UpstreamConnection(asyncio.Protocol):
         assert self.parser is not None and self.sink is not None
         status = self.parser.get_status_code()
         headers, self._headers = self._headers, []
-        reason, self._reason = self._reason, b""
         self._switching = status == 101
         if status >= 200 or self._switching:
             self._final_head = True
-            self._until_eof = _delimited_by_close(status, headers, self.head_request)
-        self.sink.response_head(status, reason, headers)
+            self._final_status = status
+            self._final_headers = headers
+        self.sink.response_head(status, reason_phrase(status), headers)
         if self.head_request and status >= 200 and self.sink is not None:
             # A response to HEAD has no body whatever its Content-Length says;
             # the parser cannot be told, so the exchange ends here and the
@@ -170,12 +172,12 @@ class UpstreamConnection(asyncio.Protocol):
     def start(self, sink: ResponseSink, head_request: bool) -> None:
         self.sink = sink
         self.head_request = head_request
-        self.parser = httptools.HttpResponseParser(self)
+        if self.parser is None:
+            self.parser = httptools.HttpResponseParser(self)
         self.received_any = False
         self._final_head = False
-        self._until_eof = False
+        self._switching = False
         self._headers = []
-        self._reason = b""
         self.read_deadline = self.loop.time() + self.pool.read_timeout
 
     def write(self, data: bytes) -> None:
@@ -199,7 +201,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _complete(self, keep_alive: bool) -> None:
         sink, self.sink = self.sink, None
-        self.parser = None
+        if self.head_request:
+            # The parser still expects the body that a HEAD response never has.
+            self.parser = None
         self.read_deadline = 0.0
         reusable = sink.response_complete(keep_alive) if sink is not None else False
         self.pool.release(self, reusable)

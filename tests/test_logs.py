@@ -1,0 +1,159 @@
+"""Tests for ringwall.logs.JsonFormatter, the error log format.
+
+AccessLog is not covered here.
+"""
+
+import io
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ringwall.logs import JsonFormatter
+
+
+def make_record(
+    message: str = "hello %s", args: tuple[object, ...] = ("world",), **extra: Any
+) -> logging.LogRecord:
+    logger = logging.getLogger("ringwall.test")
+    return logger.makeRecord(
+        "ringwall.test", logging.WARNING, __file__, 1, message, args, None, extra=extra
+    )
+
+
+def make_error_record() -> logging.LogRecord:
+    """Build an error record carrying the exception being handled."""
+    logger = logging.getLogger("ringwall.test")
+    return logger.makeRecord(
+        "ringwall.test", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+    )
+
+
+def formatted(record: logging.LogRecord) -> dict[str, Any]:
+    document = json.loads(JsonFormatter().format(record))
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.fixture
+def captured() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("ringwall.test.captured")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield logger, stream
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_standard_fields() -> None:
+    document = formatted(make_record())
+
+    assert document["message"] == "hello world"
+    assert document["level"] == "warning"
+    assert document["logger"] == "ringwall.test"
+    assert isinstance(document["pid"], int)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", document["time"])
+
+
+def test_no_standard_attributes() -> None:
+    document = formatted(make_record())
+
+    assert set(document) == {"time", "level", "logger", "message", "pid"}
+
+
+def test_one_line_per_record() -> None:
+    text = JsonFormatter().format(make_record("line one\nline two\r\n%s"))
+
+    assert "\n" not in text
+    assert json.loads(text)["message"] == "line one\nline two\r\nworld"
+
+
+def test_one_object_per_record(captured: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = captured
+
+    logger.info("first")
+    logger.error("second\nwith a newline", extra={"upstream": "api"})
+
+    lines = stream.getvalue().splitlines()
+    assert [json.loads(line)["message"] for line in lines] == ["first", "second\nwith a newline"]
+    assert json.loads(lines[1])["upstream"] == "api"
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        ("api", "api"),
+        (3, 3),
+        (2.5, 2.5),
+        (True, True),
+        (None, None),
+        (("a", 1), "('a', 1)"),
+        (b"raw", "b'raw'"),
+    ],
+)
+def test_extra_field(value: object, encoded: object) -> None:
+    document = formatted(make_record(field=value))
+
+    assert document["field"] == encoded
+
+
+def test_several_extra_fields() -> None:
+    document = formatted(make_record(request_id="r-1", worker=2, route="accounts"))
+
+    assert document["request_id"] == "r-1"
+    assert document["worker"] == 2
+    assert document["route"] == "accounts"
+
+
+def test_extra_cannot_replace_fields() -> None:
+    document = formatted(make_record(time="forged", level="forged", pid="forged"))
+
+    assert document["time"] != "forged"
+    assert document["level"] == "warning"
+    assert document["pid"] != "forged"
+
+
+def test_message_capped() -> None:
+    document = formatted(make_record("x" * 5000, ()))
+
+    assert document["message"] == "x" * 2000
+
+
+def test_message_ascii() -> None:
+    text = JsonFormatter().format(make_record("caf\u00e9 %s", ("\u2603",)))
+
+    assert text.isascii()
+    assert json.loads(text)["message"] == "caf\u00e9 \u2603"
+
+
+def test_exception_included() -> None:
+    try:
+        raise ValueError("broken")
+    except ValueError:
+        record = make_error_record()
+
+    document = formatted(record)
+
+    assert document["exception"].startswith("Traceback")
+    assert document["exception"].endswith("ValueError: broken")
+
+
+def test_exception_capped() -> None:
+    try:
+        raise ValueError("y" * 10_000)
+    except ValueError:
+        record = make_error_record()
+
+    document = formatted(record)
+
+    assert len(document["exception"]) == 4000
+    assert document["exception"].endswith("y" * 100)
