@@ -106,6 +106,7 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.write(data)
+            self.idle_deadline = self.loop.time() + self.worker.runtime.timeouts.tunnel_idle
             return
         if self.parse_failed or self.closing:
             return
@@ -475,7 +476,9 @@ class _TunnelSink:
         pass
 
     def response_body(self, data: bytes) -> None:
-        self.client.write(data)
+        client = self.client
+        client.write(data)
+        client.idle_deadline = client.loop.time() + client.worker.runtime.timeouts.tunnel_idle
 
     def response_complete(self, keep_alive: bool) -> bool:
         self.client.close()

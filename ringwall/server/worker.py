@@ -34,6 +34,7 @@ class Worker:
         self.server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopped = loop.create_future()
+        loop.set_exception_handler(self._log_loop_error)
 
     async def start(self, sock: socket.socket) -> None:
         self.server = await self.loop.create_server(
@@ -79,6 +80,15 @@ class Worker:
 
     async def wait_stopped(self) -> None:
         await self._stopped
+
+    def _log_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        """Log an error that escaped a callback, as one structured line."""
+        error = context.get("exception")
+        log.error(
+            "unexpected error in the event loop",
+            exc_info=error if isinstance(error, BaseException) else None,
+            extra={"detail": str(context.get("message", ""))[:500]},
+        )
 
     def _sweep(self) -> None:
         now = self.loop.time()

@@ -1,5 +1,6 @@
 """Proxying behaviour through a real gateway to real upstreams on loopback."""
 
+import contextlib
 import hashlib
 import socket
 import time
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from ringwall.demo.backend import DemoBackend
@@ -494,3 +496,99 @@ def test_access_log_record(demo_gateway: GatewayThread) -> None:
     assert rejected["layer"] == "protocol"
     assert rejected["reason"]
     assert rejected["path"] == "/a/%2e%2e/b"
+
+
+def test_client_not_reading_is_cut_off(upstream: RawUpstream, tmp_path: Path) -> None:
+    size = 50_000_000
+    upstream.response = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+    config = proxy_config(upstream.port, server="  timeouts: {write: 1s, drain: 1s}")
+    with running_gateway(config, tmp_path) as gateway:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", gateway.port))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(3)  # read nothing while the gateway's send buffer fills
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += len(chunk)
+        sock.close()
+    assert received < size
+
+
+def test_connect_timeout_gets_504(tmp_path: Path) -> None:
+    # A listener with a full accept queue: the kernel drops further SYNs, so
+    # connecting hangs as it would towards a host that does not answer.
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(blackhole.getsockname())
+        fillers.append(filler)
+    config = f"""
+server:
+  timeouts: {{drain: 1s}}
+upstreams:
+  app:
+    targets: ["http://127.0.0.1:{blackhole.getsockname()[1]}"]
+    timeouts: {{connect: 500ms}}
+    retries: 0
+routes:
+  - path: /
+    upstream: app
+"""
+    try:
+        with running_gateway(config, tmp_path) as gateway:
+            started = time.monotonic()
+            response = request(gateway.port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            elapsed = time.monotonic() - started
+    finally:
+        for filler in fillers:
+            filler.close()
+        blackhole.close()
+    assert response.status == 504
+    assert elapsed < 3
+
+
+def test_pool_keeps_at_most_max_idle(backend: DemoBackend, tmp_path: Path) -> None:
+    config = f"""
+server:
+  timeouts: {{drain: 1s}}
+upstreams:
+  app:
+    targets: ["http://127.0.0.1:{backend.port}"]
+    pool: {{max_idle: 1}}
+routes:
+  - path: /
+    upstream: app
+"""
+    with running_gateway(config, tmp_path) as gateway:
+        clients = [RawClient(gateway.port) for _ in range(3)]
+        for client in clients:
+            client.send(b"GET /api/slow?delay=0.3 HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert [client.response().status for client in clients] == [200, 200, 200]
+        for client in clients:
+            client.close()
+        pool = gateway.worker.runtime.upstreams["app"].pools[0] if gateway.worker else None
+        assert pool is not None
+        idle = gateway.call(lambda: len(pool.idle))
+    assert idle == 1
+
+
+def test_websocket_idle_tunnel_closed(backend: DemoBackend, tmp_path: Path) -> None:
+    config = proxy_config(backend.port, server="  timeouts: {tunnel_idle: 1s, drain: 1s}")
+    with (
+        running_gateway(config, tmp_path) as gateway,
+        connect(f"ws://127.0.0.1:{gateway.port}/api/ws", proxy=None) as websocket,
+    ):
+        for _ in range(3):  # traffic keeps the tunnel open past the idle timeout
+            websocket.send("ping")
+            assert websocket.recv(timeout=5) == "ping"
+            time.sleep(0.5)
+        with pytest.raises(ConnectionClosed):
+            websocket.recv(timeout=5)
