@@ -68,6 +68,7 @@ class ClientConnection(asyncio.Protocol):
         self.requests = 0
         self.closing = False
         self.parse_failed = False
+        self.client_done = False
         self.read_paused = False
         # Deadlines in loop time; 0 means not set. The worker's sweeper checks them.
         self.head_deadline = 0.0
@@ -127,10 +128,16 @@ class ClientConnection(asyncio.Protocol):
             self._parse_error(BadRequest(LAYER, _parser_reason(error), close=True))
 
     def eof_received(self) -> bool | None:
+        """Handle a client that closed its sending side (a half-close)."""
         if self.tunnel is not None:
-            self.tunnel.transport.write_eof() if self.tunnel.transport else None
+            if self.tunnel.transport is not None and self.tunnel.transport.can_write_eof():
+                self.tunnel.transport.write_eof()
             return True
-        return None
+        if self.current is None and (self.active is not None or self.queue):
+            # Complete requests are still answered; the connection closes after them.
+            self.client_done = True
+            return True
+        return None  # idle, or in the middle of a request that can no longer complete
 
     def pause_writing(self) -> None:
         self.write_paused_since = self.loop.time()
@@ -356,6 +363,9 @@ class ClientConnection(asyncio.Protocol):
         self.worker.access_log.record(exchange)
         if exchange.close or not exchange.keep_alive or (self.parse_failed and not self.queue):
             self.close()
+            return
+        if self.client_done and not self.queue:
+            self.close()  # the client half-closed: nothing more can arrive
             return
         if self.queue:
             self.loop.call_soon(self._start_next)
