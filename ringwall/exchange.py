@@ -31,6 +31,8 @@ class Exchange:
     request_id = ""
     content_length: int | None = None
     chunked = False
+    # True for a chunked body or a Content-Length above 0.
+    has_body = False
     expect_continue = False
     upgrade: bytes | None = None
     keep_alive = True
@@ -61,10 +63,6 @@ class Exchange:
         # framing and gateway-owned fields (see `read_request_headers`).
         self.forward_headers: list[tuple[bytes, bytes]] = []
         self.params: dict[str, str] = {}
-
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or bool(self.content_length)
 
     def header_values(self, lower_name: bytes) -> list[bytes]:
         return [value for name, value in self.headers if name.lower() == lower_name]

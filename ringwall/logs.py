@@ -105,21 +105,35 @@ class AccessLog:
         if not self.enabled:
             return
         route = exchange.route
-        duration_ms = (time.time() - exchange.wall_started) * 1000
+        wall = exchange.wall_started
+        second = int(wall)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        # %-formatting measured faster than an f-string here. request_id,
+        # client_ip and method need no JSON escaping: the request id
+        # is made here or checked against a safe character set, the address comes
+        # from the ipaddress module, and llhttp accepts only known method names.
         self._lines.append(
-            f'{{"time":"{self._timestamp(exchange.wall_started)}",'
-            f'"request_id":{_quote(exchange.request_id)},'
-            f'"client_ip":{_quote(exchange.client_ip)},'
-            f'"method":{_quote(exchange.method)},'
-            f'"path":{_quote(exchange.path or _raw_path(exchange.target))},'
-            f'"route":{_quote(route.name) if route is not None else "null"},'
-            f'"status":{exchange.status},'
-            f'"bytes_in":{exchange.bytes_in},'
-            f'"bytes_out":{exchange.bytes_out},'
-            f'"duration_ms":{duration_ms:.3f},'
-            f'"upstream":{_quote(upstream) if (upstream := exchange.upstream_address) else "null"},'
-            f'"layer":{_quote(exchange.layer) if exchange.layer else "null"},'
-            f'"reason":{_quote(exchange.reason) if exchange.reason else "null"}}}\n'
+            '{"time":"%s.%03dZ","request_id":"%s","client_ip":"%s","method":"%s",'  # noqa: UP031
+            '"path":%s,"route":%s,"status":%d,"bytes_in":%d,"bytes_out":%d,'
+            '"duration_ms":%.3f,"upstream":%s,"layer":%s,"reason":%s}\n'
+            % (
+                self._second_text,
+                int(wall * 1000) % 1000,
+                exchange.request_id,
+                exchange.client_ip,
+                exchange.method,
+                _quote(exchange.path or _raw_path(exchange.target)),
+                route.json_name if route is not None else "null",
+                exchange.status,
+                exchange.bytes_in,
+                exchange.bytes_out,
+                (time.time() - wall) * 1000,
+                _quote(exchange.upstream_address) if exchange.upstream_address else "null",
+                _quote(exchange.layer) if exchange.layer else "null",
+                _quote(exchange.reason) if exchange.reason else "null",
+            )
         )
         if not self._scheduled:
             self._scheduled = True
@@ -156,13 +170,6 @@ class AccessLog:
             logging.getLogger("ringwall.access").warning("access log destination is full")
         except OSError as exc:
             logging.getLogger("ringwall.access").error("cannot write the access log: %s", exc)
-
-    def _timestamp(self, wall: float) -> str:
-        second = int(wall)
-        if second != self._second:
-            self._second = second
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._second_text}.{int((wall - second) * 1000):03d}Z"
 
 
 def _raw_path(target: bytes) -> str:

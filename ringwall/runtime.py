@@ -82,7 +82,7 @@ class Runtime:
         target = exchange.upstream_path.encode("ascii")
         if exchange.query:
             target += b"?" + exchange.query
-        if exchange.host_header and self.preserve_host[route.route.upstream]:
+        if exchange.host_header and self.preserve_host[route.upstream]:
             host = exchange.host_header
         else:
             host = authority.encode("ascii")

@@ -30,6 +30,8 @@ class BodyLimitLayer:
         return self.default_limit
 
     def check_head(self, exchange: Exchange) -> None:
+        if not exchange.has_body:
+            return
         limit = self.limit_for(exchange)
         if exchange.content_length is not None and exchange.content_length > limit:
             raise PayloadTooLarge(

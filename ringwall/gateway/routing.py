@@ -8,6 +8,7 @@ listed first. A path that matches only routes for other methods gets 405.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from ringwall.config.model import Route
@@ -27,6 +28,7 @@ class CompiledRoute:
 
     __slots__ = (
         "exact_hosts",
+        "json_name",
         "literal_length",
         "match",
         "methods",
@@ -36,6 +38,7 @@ class CompiledRoute:
         "rank",
         "route",
         "segments",
+        "upstream",
         "wildcard_suffixes",
     )
 
@@ -43,6 +46,8 @@ class CompiledRoute:
         hosts = route.hosts if hosts is None else hosts
         self.route = route
         self.name = route.name
+        self.json_name = json.dumps(route.name)
+        self.upstream = route.upstream
         self.path = route.path
         self.match = route.match
         self.methods = frozenset(route.methods)
@@ -121,7 +126,7 @@ class Router:
         """Return the route for a request, or raise `NotFound` or `MethodNotAllowed`."""
         allowed: set[str] = set()
         for route in self.routes:
-            if not route.matches_host(host):
+            if (route.exact_hosts or route.wildcard_suffixes) and not route.matches_host(host):
                 continue
             params = route.matches_path(path)
             if params is None:

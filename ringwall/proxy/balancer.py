@@ -40,8 +40,13 @@ class Balancer:
 
     def pick(self, exclude: Collection[int] = ()) -> TargetState | None:
         """Return an available target not in `exclude` (target indexes), or None."""
-        now = self._clock()
         count = len(self.states)
+        if count == 1 and not exclude:
+            only = self.states[0]
+            if not only.probe_down and (not only.down_until or self._clock() >= only.down_until):
+                return only
+            return None
+        now = self._clock()
         best: TargetState | None = None
         for offset in range(count):
             state = self.states[(self._next + offset) % count]

@@ -49,6 +49,10 @@ log = logging.getLogger("ringwall.server")
 LAYER = "protocol"
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_METHOD_NAMES = {
+    name.encode("ascii"): name
+    for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
+}
 # Once this many requests are waiting behind the active one, stop reading.
 _MAX_QUEUED = 8
 
@@ -190,7 +194,8 @@ class ClientConnection(asyncio.Protocol):
         self.head_deadline = 0.0
         self.requests += 1
         parser = self.parser
-        exchange.method = parser.get_method().decode("ascii")
+        method = parser.get_method()
+        exchange.method = _METHOD_NAMES.get(method) or method.decode("ascii")
         exchange.version = parser.get_http_version()
         exchange.keep_alive = parser.should_keep_alive()
         if self.requests >= exchange.runtime.limits.max_requests_per_connection:
@@ -204,6 +209,9 @@ class ClientConnection(asyncio.Protocol):
             exchange.body = RequestBody(
                 exchange.runtime.max_body_bytes, self._pause_reading, self._resume_reading
             )
+        if self.active is None and not self.queue and not self.closing:
+            self._start(exchange)
+            return
         self.queue.append(exchange)
         if self.active is None:
             self._start_next()
@@ -241,6 +249,7 @@ class ClientConnection(asyncio.Protocol):
         exchange.forward_headers = found.forward
         exchange.content_length = found.content_length
         exchange.chunked = found.chunked
+        exchange.has_body = found.chunked or bool(found.content_length)
         addresses = runtime.client_addresses
         if addresses.has_trusted and addresses.is_trusted(exchange.peer_ip):
             if found.forwarded_for:
@@ -274,26 +283,27 @@ class ClientConnection(asyncio.Protocol):
     def _start_next(self) -> None:
         """Start the queued exchanges in order until one needs to wait for I/O."""
         while self.queue and self.active is None and not self.closing:
-            exchange = self.queue.popleft()
-            self.active = exchange
-            try:
-                if exchange.rejection is not None:
-                    raise exchange.rejection
-                pending = exchange.runtime.pipeline.check_head(exchange)
-            except Rejection as rejection:
-                self._reject(exchange, rejection)
-                self._finish(exchange)
-                continue
-            if pending is None and not exchange.has_body and exchange.upgrade is None:
-                route = exchange.route
-                assert route is not None
-                forwarder = Forwarder(
-                    self, exchange, exchange.runtime.upstreams[route.route.upstream]
-                )
-                if forwarder.try_start():
-                    self.forwarder = forwarder
-                    return
-            self.loop.create_task(self._run(exchange, pending))
+            self._start(self.queue.popleft())
+
+    def _start(self, exchange: Exchange) -> None:
+        """Run the layers on `exchange`, then forward it or send its rejection."""
+        self.active = exchange
+        try:
+            if exchange.rejection is not None:
+                raise exchange.rejection
+            pending = exchange.runtime.pipeline.check_head(exchange)
+        except Rejection as rejection:
+            self._reject(exchange, rejection)
+            self._finish(exchange)
+            return
+        if pending is None and not exchange.has_body and exchange.upgrade is None:
+            route = exchange.route
+            assert route is not None
+            forwarder = Forwarder(self, exchange, exchange.runtime.upstreams[route.upstream])
+            if forwarder.try_start():
+                self.forwarder = forwarder
+                return
+        self.loop.create_task(self._run(exchange, pending))
 
     def forward_in_task(self, exchange: Exchange) -> None:
         self.forwarder = None
@@ -317,7 +327,7 @@ class ClientConnection(asyncio.Protocol):
                 # The client waits for this before it sends the body it announced.
                 if body.received == 0 and not body.complete:
                     self.write(_CONTINUE)
-            upstream = exchange.runtime.upstreams[route.route.upstream]
+            upstream = exchange.runtime.upstreams[route.upstream]
             self.forwarder = Forwarder(self, exchange, upstream)
             await self.forwarder.run()
         except Rejection as rejection:

@@ -36,6 +36,7 @@ def make_exchange(
         route = Route(name="r", path="/", upstream="api", max_body_bytes=route_limit)
         exchange.route = CompiledRoute(route, 0)
     exchange.content_length = content_length
+    exchange.has_body = bool(content_length) or body is not None
     exchange.body = body  # type: ignore[assignment]  # FakeBody has the fields the layer uses
     return exchange
 
