@@ -5,7 +5,9 @@ into one `ConfigError`, each with its key path:
 
 1. YAML parsing, with duplicate keys rejected (PyYAML keeps the last one
    silently, which would hide a second, conflicting security setting).
-2. `${NAME}` and `${NAME:-default}` substitution in every string value.
+2. `${NAME}` and `${NAME:-default}` substitution in every string value. A
+   value that is one reference and nothing else is read as a YAML scalar,
+   so `workers: ${WORKERS}` with WORKERS=4 is the integer 4.
 3. Validation into the typed models, plus checks across sections such as a
    route naming an upstream that does not exist.
 """
@@ -81,9 +83,34 @@ def parse_config(text: str, environ: Mapping[str, str] | None = None) -> Config:
     except ValidationError as exc:
         issues.extend(_validation_issues(exc, data))
         config = None
+    if config is not None:
+        issues.extend(_check_log_destinations(config))
     if issues or config is None:
         raise ConfigError(_unique(issues))
     return config
+
+
+def _check_log_destinations(config: Config) -> list[ConfigIssue]:
+    """Check that every log file can be opened for appending, so a worker never fails at start."""
+    destinations = [("logging.destination", config.logging.destination)]
+    if config.logging.access.enabled:
+        destinations.append(("logging.access.destination", config.logging.access.destination))
+    issues = []
+    for path, destination in destinations:
+        if destination in ("stdout", "stderr", "off"):
+            continue
+        try:
+            with open(destination, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            issues.append(
+                ConfigIssue(
+                    path,
+                    f"cannot open {excerpt(destination, 200)!r} for appending: {exc.strerror}; "
+                    "use stdout, stderr or a writable file path",
+                )
+            )
+    return issues
 
 
 def _yaml_issue(exc: yaml.YAMLError) -> ConfigIssue:
@@ -97,12 +124,27 @@ def _substitute(
     value: Any, path: str, environ: Mapping[str, str], issues: list[ConfigIssue]
 ) -> Any:
     if isinstance(value, str):
-        return _expand(value, path, environ, issues)
+        expanded = _expand(value, path, environ, issues)
+        if expanded != value and _ENV_REFERENCE.fullmatch(value):
+            return _read_scalar(expanded)
+        return expanded
     if isinstance(value, dict):
         return {k: _substitute(v, _join(path, k), environ, issues) for k, v in value.items()}
     if isinstance(value, list):
         return [_substitute(v, f"{path}[{i}]", environ, issues) for i, v in enumerate(value)]
     return value
+
+
+def _read_scalar(text: str) -> Any:
+    """Read a value that replaced a whole `${NAME}` as YAML: "4" is 4, "true" is True.
+
+    Anything that is not a plain scalar (a list, a mapping, invalid YAML) stays text.
+    """
+    try:
+        value = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, str | int | float | bool) else text
 
 
 def _expand(text: str, path: str, environ: Mapping[str, str], issues: list[ConfigIssue]) -> str:

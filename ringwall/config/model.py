@@ -12,7 +12,15 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from ringwall.config.types import ByteSize, Duration, ListenAddress
@@ -34,10 +42,18 @@ class Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
 
+def _parse_workers(value: object) -> object:
+    if value == "auto":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 256:
+        return value
+    raise ValueError("expected 'auto' or a number of processes from 1 to 256")
+
+
 class ClientLimits(Model):
     """Size limits on what one client may send."""
 
-    max_request_line_bytes: ByteSize = Field(8 * KiB, ge=64)
+    max_request_target_bytes: ByteSize = Field(8 * KiB, ge=64)
     max_header_count: Count = Field(100, ge=1, le=10_000)
     max_header_bytes: ByteSize = Field(32 * KiB, ge=256)
     max_body_bytes: ByteSize = 1 * MiB
@@ -58,18 +74,11 @@ class ClientTimeouts(Model):
 
 class ServerConfig(Model):
     listen: ListenAddress = ("127.0.0.1", 8080)
-    workers: Count | Literal["auto"] = "auto"
+    workers: Annotated[int | Literal["auto"], BeforeValidator(_parse_workers)] = "auto"
     trusted_proxies: tuple[IPNetwork, ...] = ()
     request_id_header: str = "X-Request-Id"
     limits: ClientLimits = ClientLimits()
     timeouts: ClientTimeouts = ClientTimeouts()
-
-    @field_validator("workers")
-    @classmethod
-    def _check_workers(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 1 <= value <= 256:
-            raise ValueError("expected 'auto' or a number of processes from 1 to 256")
-        return value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -105,7 +114,10 @@ class AccessLogConfig(Model):
 class LogConfig(Model):
     """Where logs go: "stdout", "stderr" or a file path."""
 
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: Annotated[
+        Literal["debug", "info", "warning", "error"],
+        BeforeValidator(lambda value: value.lower() if isinstance(value, str) else value),
+    ] = "info"
     destination: str = "stderr"
     access: AccessLogConfig = AccessLogConfig()
 
@@ -150,7 +162,20 @@ class ActiveHealth(Model):
 
 class Target(Model):
     host: str
-    port: Count
+    port: Count = Field(ge=1, le=65535)
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            pass
+        labels = value.lower().rstrip(".").split(".")
+        if not all(_HOST_LABEL.match(label) for label in labels):
+            raise ValueError(f"invalid host {value!r}: expected a host name or IP address")
+        return value
 
     @property
     def authority(self) -> str:
@@ -227,6 +252,8 @@ class Route(Model):
     @field_validator("methods", mode="before")
     @classmethod
     def _normalize_methods(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [value]
         if not isinstance(value, list | tuple):
             raise ValueError("expected a list of methods such as [GET, POST]")
         methods = tuple(str(method).upper() for method in value)

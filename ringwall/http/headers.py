@@ -157,10 +157,12 @@ def read_request_headers(
 
 
 def filter_response_headers(
-    headers: list[tuple[bytes, bytes]],
+    headers: list[tuple[bytes, bytes]], request_id_name: bytes = b""
 ) -> tuple[list[tuple[bytes, bytes]], bool]:
-    """Drop hop-by-hop fields and those named in `Connection` from an upstream response.
+    """Drop hop-by-hop fields, those named in `Connection`, and the request id field.
 
+    The gateway writes the request id itself, so an upstream's own value
+    (`request_id_name`, lowercase) would be a second, conflicting one.
     Returns the kept fields and whether a Content-Length is among them.
     """
     kept = []
@@ -171,6 +173,8 @@ def filter_response_headers(
         if lower in HopByHop:
             if lower == b"connection":
                 named |= connection_tokens(value)
+            continue
+        if lower == request_id_name:
             continue
         if lower == b"content-length":
             has_length = True

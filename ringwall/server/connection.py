@@ -174,7 +174,7 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.current
         assert exchange is not None
         exchange.target += url
-        if len(exchange.target) > exchange.runtime.limits.max_request_line_bytes:
+        if len(exchange.target) > exchange.runtime.limits.max_request_target_bytes:
             raise UriTooLong(LAYER, "the request-target is longer than the limit", close=True)
 
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -189,7 +189,12 @@ class Forwarder:
             exchange.runtime.upstream_request_head(exchange, connection.pool.address, length)
         )
         if body is not None:
+            # The read timeout covers the wait for the response, not the upload;
+            # a slow upload is bounded by the write timeout and the client deadlines.
+            connection.read_deadline = 0.0
             await self._send_body(connection, chunked)
+            if connection.sink is self and not connection.received_any:
+                connection.read_deadline = self.client.loop.time() + connection.pool.read_timeout
         try:
             outcome = await self._done
         finally:
@@ -338,7 +343,7 @@ class Forwarder:
     ) -> None:
         exchange = self.exchange
         exchange.status = status
-        kept, has_length = filter_response_headers(headers)
+        kept, has_length = filter_response_headers(headers, exchange.runtime.request_id_lower)
         if status == 204 and has_length:
             kept = [(n, v) for n, v in kept if n.lower() != b"content-length"]
         body_allowed = exchange.method != "HEAD" and status not in _NO_BODY_STATUS and not upgrade

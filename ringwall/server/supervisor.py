@@ -32,6 +32,8 @@ _HANDLED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 # Between config file checks, and the longest a worker may take past the drain timeout.
 _POLL_SECONDS = 1.0
 _EXIT_GRACE = 5.0
+# A worker that dies sooner than this after its start is replaced only after this delay.
+_CRASH_LOOP_SECONDS = 1.0
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Overrides:
 class _WorkerProcess:
     pid: int
     config_fd: int
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -66,6 +69,8 @@ class Supervisor:
     overrides: Overrides
     sock: socket.socket
     workers: dict[int, _WorkerProcess] = field(default_factory=dict)
+    # Workers told to drain after a reload lowered the worker count.
+    draining: set[int] = field(default_factory=set)
     stopping: bool = False
     _file_stamp: tuple[float, int] = (0.0, 0)
 
@@ -83,7 +88,7 @@ class Supervisor:
                 "config": str(self.config_path),
             },
         )
-        while self.workers or not self.stopping:
+        while self.workers or self.draining or not self.stopping:
             info = signal.sigtimedwait(_HANDLED, _POLL_SECONDS)
             if info is None:
                 self._check_file()
@@ -126,8 +131,15 @@ class Supervisor:
             return False
         if new_config.server.listen != self.config.server.listen:
             log.warning("a new listen address takes effect only after a restart")
+        try:
+            configure_error_log(new_config.logging)
+        except OSError as exc:
+            log.error(
+                "cannot open the new error log, keeping the running configuration",
+                extra={"cause": cause, "error": str(exc)},
+            )
+            return False
         self.config = new_config
-        configure_error_log(new_config.logging)
         for worker in self.workers.values():
             try:
                 send_config(worker.config_fd, new_config)
@@ -136,8 +148,19 @@ class Supervisor:
                     "cannot send the configuration to a worker",
                     extra={"pid": worker.pid, "error": str(exc)},
                 )
+        self._resize(new_config.server.worker_count())
         log.info("configuration reloaded", extra={"cause": cause, "workers": len(self.workers)})
         return True
+
+    def _resize(self, count: int) -> None:
+        """Start or drain workers until `count` are running."""
+        while len(self.workers) < count:
+            self._spawn()
+        for pid in list(self.workers)[count:]:
+            worker = self.workers.pop(pid)
+            os.close(worker.config_fd)
+            self.draining.add(pid)
+            _signal(pid, signal.SIGTERM)
 
     def _check_file(self) -> None:
         stamp = self._stamp()
@@ -160,23 +183,26 @@ class Supervisor:
         for worker in self.workers.values():
             _signal(worker.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.config.server.timeouts.drain + _EXIT_GRACE
-        while self.workers and time.monotonic() < deadline:
+        while (self.workers or self.draining) and time.monotonic() < deadline:
             self._reap()
-            if self.workers:
+            if self.workers or self.draining:
                 signal.sigtimedwait({signal.SIGCHLD}, 0.1)
-        for worker in self.workers.values():
-            _signal(worker.pid, signal.SIGKILL)
+        for pid in [*self.workers, *self.draining]:
+            _signal(pid, signal.SIGKILL)
         self._reap()
+        self.draining.clear()
 
     def _reap(self) -> None:
-        while self.workers:
+        while self.workers or self.draining:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 self.workers.clear()
+                self.draining.clear()
                 return
             if pid == 0:
                 return
+            self.draining.discard(pid)
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
@@ -186,6 +212,8 @@ class Supervisor:
                     "worker exited unexpectedly, starting a new one",
                     extra={"pid": pid, "status": os.waitstatus_to_exitcode(status)},
                 )
+                if time.monotonic() - worker.started < _CRASH_LOOP_SECONDS:
+                    time.sleep(_CRASH_LOOP_SECONDS)  # a worker that fails at start: slow down
                 self._spawn()
 
 
@@ -213,7 +241,11 @@ def serve(config_path: Path, overrides: Overrides) -> int:
         for issue in exc.issues:
             print(f"{config_path}: {issue}", file=sys.stderr)
         return 2
-    configure_error_log(config.logging)
+    try:
+        configure_error_log(config.logging)
+    except OSError as exc:
+        print(f"{config_path}: logging.destination: cannot open: {exc}", file=sys.stderr)
+        return 2
     try:
         sock = bind_socket(config.server.listen)
     except OSError as exc:

@@ -11,7 +11,7 @@ import socket
 import struct
 
 from ringwall.config.model import Config
-from ringwall.logs import AccessLog
+from ringwall.logs import AccessLog, configure_error_log
 from ringwall.runtime import RequestIds, Runtime
 from ringwall.server.connection import ClientConnection
 
@@ -44,12 +44,21 @@ class Worker:
 
     def reload(self, config: Config) -> None:
         """Swap in a new configuration; requests in flight finish on the old one."""
+        try:
+            access_log = AccessLog(self.loop, config.logging)
+            configure_error_log(config.logging)
+        except OSError as exc:
+            log.error(
+                "cannot open the new log destinations, keeping the running configuration",
+                extra={"error": str(exc)},
+            )
+            return
         old = self.runtime
         self.runtime = Runtime(config, self.loop)
         old.close()
         self.retired.append(old)
         self.access_log.close()
-        self.access_log = AccessLog(self.loop, config.logging)
+        self.access_log = access_log
         log.info("configuration reloaded", extra={"routes": len(config.routes)})
 
     async def drain(self) -> None:

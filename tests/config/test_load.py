@@ -290,22 +290,42 @@ routes:
 
 
 @pytest.mark.parametrize(
-    ("reference", "environ", "destination"),
+    ("reference", "environ", "name"),
     [
-        ("${LOG_FILE}", {"LOG_FILE": "/var/log/a"}, "/var/log/a"),
-        ("${LOG_FILE:-stdout}", {}, "stdout"),
-        ("${LOG_FILE:-stdout}", {"LOG_FILE": "/var/log/a"}, "/var/log/a"),
-        ("${LOG_FILE:-stdout}", {"LOG_FILE": ""}, "stdout"),
-        ("${LOG_FILE:-}", {}, ""),
-        ("${LOG_FILE}", {"LOG_FILE": ""}, ""),
+        ("n-${NAME}", {"NAME": "/var/log/a"}, "n-/var/log/a"),
+        ("n-${NAME:-stdout}", {}, "n-stdout"),
+        ("n-${NAME:-stdout}", {"NAME": "/var/log/a"}, "n-/var/log/a"),
+        ("n-${NAME:-stdout}", {"NAME": ""}, "n-stdout"),
+        ("n-${NAME:-}", {}, "n-"),
+        ("n-${NAME}", {"NAME": ""}, "n-"),
         ("/var/${DIR:-log}/${NAME:-ringwall}.log", {"NAME": "gw"}, "/var/log/gw.log"),
-        ("$LOG_FILE", {"LOG_FILE": "/x"}, "$LOG_FILE"),
+        ("$NAME", {"NAME": "/x"}, "$NAME"),
     ],
 )
-def test_env_substitution_forms(reference: str, environ: dict[str, str], destination: str) -> None:
-    config = parse_config(f'logging:\n  destination: "{reference}"\n', environ)
+def test_env_substitution_forms(reference: str, environ: dict[str, str], name: str) -> None:
+    text = (
+        "upstreams:\n  api:\n    targets: [http://127.0.0.1:9000]\n"
+        f'routes:\n  - name: "{reference}"\n    path: /\n    upstream: api\n'
+    )
+    config = parse_config(text, environ)
 
-    assert config.logging.destination == destination
+    assert config.routes[0].name == name
+
+
+@pytest.mark.parametrize(("value", "expected"), [("4", 4), ("auto", "auto")])
+def test_env_whole_value_typed(value: str, expected: object) -> None:
+    config = parse_config("server:\n  workers: ${WORKERS}\n", {"WORKERS": value})
+
+    assert config.server.workers == expected
+
+
+def test_log_destination_unwritable(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "access.log"
+    text = f'logging:\n  access:\n    destination: "{missing}"\n'
+
+    issue = issue_at(issues_of(text), "logging.access.destination")
+
+    assert "cannot open" in issue.message
 
 
 def test_env_missing_names_path() -> None:

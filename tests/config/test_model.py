@@ -10,6 +10,7 @@ from ringwall.config import Config, Route, Upstream
 from ringwall.config.model import (
     ActiveHealth,
     ClientLimits,
+    LogConfig,
     ServerConfig,
     Target,
     normalize_host_pattern,
@@ -178,7 +179,11 @@ def test_methods_uppercased(methods: Any, normalized: tuple[str, ...]) -> None:
     assert make_route(path="/", methods=methods).methods == normalized
 
 
-@pytest.mark.parametrize("methods", ["GET", None, {"GET": 1}])
+def test_methods_single_string() -> None:
+    assert make_route(path="/", methods="get").methods == ("GET",)
+
+
+@pytest.mark.parametrize("methods", [None, {"GET": 1}])
 def test_methods_not_list(methods: object) -> None:
     with pytest.raises(ValidationError, match="expected a list of methods"):
         make_route(path="/", methods=methods)
@@ -364,7 +369,7 @@ def test_request_id_header_invalid(header: str) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("max_request_line_bytes", 63), ("max_header_count", 0), ("max_header_bytes", 255)],
+    [("max_request_target_bytes", 63), ("max_header_count", 0), ("max_header_bytes", 255)],
 )
 def test_limits_lower_bounds(field: str, value: int) -> None:
     with pytest.raises(ValidationError, match=field):
@@ -423,3 +428,22 @@ def test_route_name_clashes_default() -> None:
 
     with pytest.raises(ValidationError, match="duplicate route name"):
         Config(upstreams={"api": make_upstream()}, routes=routes)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [{"host": "a b/c", "port": 80}, {"host": "backend", "port": 0}, {"host": "x", "port": 999999}],
+)
+def test_target_mapping_validated(target: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Upstream(targets=[target])
+
+
+def test_workers_invalid_one_error() -> None:
+    with pytest.raises(ValidationError) as info:
+        ServerConfig(workers="many")
+    assert len(info.value.errors()) == 1
+
+
+def test_log_level_any_case() -> None:
+    assert LogConfig(level="INFO").level == "info"

@@ -592,3 +592,39 @@ def test_websocket_idle_tunnel_closed(backend: DemoBackend, tmp_path: Path) -> N
             time.sleep(0.5)
         with pytest.raises(ConnectionClosed):
             websocket.recv(timeout=5)
+
+
+def test_upstream_request_id_replaced(upstream: RawUpstream, gateway: GatewayThread) -> None:
+    upstream.response = (
+        b"HTTP/1.1 200 OK\r\nX-Request-Id: from-upstream\r\nContent-Length: 2\r\n\r\nok"
+    )
+    response = request(gateway.port, b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+    values = response.header_list("X-Request-Id")
+    assert len(values) == 1
+    assert values[0] != "from-upstream"
+
+
+def test_slow_upload_not_read_timeout(backend: DemoBackend, tmp_path: Path) -> None:
+    config = f"""
+server:
+  limits: {{max_body_bytes: 1MiB}}
+  timeouts: {{drain: 1s}}
+upstreams:
+  app:
+    targets: ["http://127.0.0.1:{backend.port}"]
+    timeouts: {{read: 500ms}}
+routes:
+  - path: /
+    upstream: app
+"""
+    piece = b"x" * 100_000
+    with running_gateway(config, tmp_path) as gateway, RawClient(gateway.port) as client:
+        client.send(
+            b"POST /api/echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (4 * len(piece))
+        )
+        for _ in range(4):
+            client.send(piece)
+            time.sleep(0.4)
+        response = client.response(b"POST")
+    assert response.status == 200
+    assert response.json()["body_length"] == 4 * len(piece)

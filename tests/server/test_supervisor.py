@@ -43,7 +43,7 @@ routes:
 
 
 class Gateway:
-    def __init__(self, config: Path, workers: int) -> None:
+    def __init__(self, config: Path, workers: int | None) -> None:
         self.port = free_port()
         self.stderr_path = config.parent / "stderr.log"
         self.stderr = self.stderr_path.open("wb")
@@ -57,8 +57,7 @@ class Gateway:
                 str(config),
                 "--listen",
                 f"127.0.0.1:{self.port}",
-                "--workers",
-                str(workers),
+                *(["--workers", str(workers)] if workers is not None else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=self.stderr,
@@ -193,3 +192,30 @@ def test_invalid_config_refused_at_start(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "routes[0].upstream" in result.stderr
+
+
+def test_reload_changes_worker_count(config_path: Path) -> None:
+    text = config_path.read_text()
+    config_path.write_text(text.replace("server:\n", "server:\n  workers: 2\n"))
+    gateway = Gateway(config_path, workers=None)  # no --workers, which would win over the file
+    try:
+        assert wait_for(lambda: len(gateway.worker_pids()) == 2)
+        config_path.write_text(text.replace("server:\n", "server:\n  workers: 3\n"))
+        gateway.process.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: len(gateway.worker_pids()) == 3)
+        config_path.write_text(text.replace("server:\n", "server:\n  workers: 1\n"))
+        gateway.process.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: len(gateway.worker_pids()) == 1)
+        assert gateway.status(b"/health") == 200
+    finally:
+        assert gateway.stop() == 0
+
+
+def test_reload_unwritable_log_keeps_serving(gateway: Gateway, config_path: Path) -> None:
+    text = config_path.read_text()
+    missing = config_path.parent / "missing-dir" / "access.log"
+    config_path.write_text(text.replace(str(config_path.parent / "access.log"), str(missing)))
+    gateway.process.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "logging.access.destination" in gateway.log())
+    assert gateway.status(b"/health") == 200
+    assert len(gateway.worker_pids()) == 2
