@@ -9,6 +9,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -157,3 +158,34 @@ def test_exception_capped() -> None:
 
     assert len(document["exception"]) == 4000
     assert document["exception"].endswith("y" * 100)
+
+
+def test_access_log_lines(tmp_path: Path) -> None:
+    import asyncio
+
+    from ringwall.config.model import LogConfig
+    from ringwall.exchange import Exchange
+    from ringwall.logs import AccessLog
+
+    path = tmp_path / "access.log"
+    loop = asyncio.new_event_loop()
+    try:
+        log = AccessLog(loop, LogConfig(access={"destination": str(path)}))
+        no_runtime: Any = None
+        exchange = Exchange(no_runtime, "127.0.0.1", 0.0, 1_700_000_000.25)
+        exchange.request_id = "abc-1"
+        exchange.method = "GET"
+        exchange.target = b'/a"b\x01?q=1'
+        exchange.status = 400
+        exchange.layer = "protocol"
+        exchange.reason = 'bad "value"'
+        log.record(exchange)
+        log.close()
+    finally:
+        loop.close()
+    record = json.loads(path.read_text())
+    assert record["time"] == "2023-11-14T22:13:20.250Z"
+    assert record["path"] == '/a"b\\x01'
+    assert record["route"] is None
+    assert record["reason"] == 'bad "value"'
+    assert record["status"] == 400

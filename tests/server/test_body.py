@@ -1,0 +1,93 @@
+"""RequestBody: limits, backpressure and the reader's view."""
+
+import asyncio
+
+import pytest
+
+from ringwall.errors import BadRequest, PayloadTooLarge
+from ringwall.server.body import HIGH_WATER, RequestBody
+
+
+class Switch:
+    def __init__(self) -> None:
+        self.paused = 0
+        self.resumed = 0
+
+    def pause(self) -> None:
+        self.paused += 1
+
+    def resume(self) -> None:
+        self.resumed += 1
+
+
+def test_limit_counts_across_chunks() -> None:
+    switch = Switch()
+    body = RequestBody(10, switch.pause, switch.resume)
+    body.feed(b"12345")
+    with pytest.raises(PayloadTooLarge) as info:
+        body.feed(b"123456")
+    assert info.value.layer == "limits"
+    assert info.value.close
+
+
+def test_backpressure_pauses_and_resumes() -> None:
+    switch = Switch()
+    body = RequestBody(10 * HIGH_WATER, switch.pause, switch.resume)
+    body.feed(b"x" * (HIGH_WATER + 1))
+    assert switch.paused == 1
+    body.feed(b"y")
+    assert switch.paused == 1
+
+    async def drain() -> None:
+        assert await body.read() == b"x" * (HIGH_WATER + 1)
+
+    asyncio.run(drain())
+    assert switch.resumed == 1
+
+
+def test_read_returns_none_at_end() -> None:
+    switch = Switch()
+    body = RequestBody(100, switch.pause, switch.resume)
+
+    async def scenario() -> list[bytes | None]:
+        reads = []
+        waiter = asyncio.ensure_future(body.read())
+        await asyncio.sleep(0)
+        body.feed(b"abc")
+        reads.append(await waiter)
+        body.finish()
+        reads.append(await body.read())
+        return reads
+
+    assert asyncio.run(scenario()) == [b"abc", None]
+
+
+def test_failure_reaches_reader() -> None:
+    switch = Switch()
+    body = RequestBody(100, switch.pause, switch.resume)
+
+    async def scenario() -> None:
+        waiter = asyncio.ensure_future(body.read())
+        await asyncio.sleep(0)
+        body.fail(BadRequest("protocol", "client gone"))
+        await waiter
+
+    with pytest.raises(BadRequest):
+        asyncio.run(scenario())
+
+
+def test_wait_buffered_until_threshold_or_end() -> None:
+    switch = Switch()
+    body = RequestBody(100, switch.pause, switch.resume)
+
+    async def scenario() -> bool:
+        waiter = asyncio.ensure_future(body.wait_buffered(5))
+        await asyncio.sleep(0)
+        body.feed(b"ab")
+        await asyncio.sleep(0)
+        first = waiter.done()
+        body.feed(b"cdef")
+        await waiter
+        return first
+
+    assert asyncio.run(scenario()) is False
