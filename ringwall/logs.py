@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import stat
 import sys
 import time
 from typing import IO, TYPE_CHECKING, Any
@@ -81,15 +82,27 @@ def configure_error_log(config: LogConfig) -> None:
 
 
 class AccessLog:
-    """One JSON line per request, written once per event-loop iteration."""
+    """One JSON line per request, buffered and written in batches.
+
+    Lines are written at most `FLUSH_SECONDS` after they are recorded, or as
+    soon as `FLUSH_LINES` are waiting, and on close. Like nginx's
+    `access_log ... buffer= flush=`, this trades a short delay for far fewer
+    write calls: a write per request measured as about 5 µs of the proxy's
+    CPU per request. To a pipe, lines go in writes of at most PIPE_BUF bytes,
+    so lines of several workers sharing stdout never interleave.
+    """
+
+    FLUSH_SECONDS = 0.2
+    FLUSH_LINES = 256
 
     def __init__(self, loop: asyncio.AbstractEventLoop, config: LogConfig) -> None:
         self._loop = loop
         self.enabled = config.access.enabled and config.access.destination != "off"
         self._fd = self._open(config.access.destination) if self.enabled else -1
         self._owns_fd = self.enabled and config.access.destination not in ("stdout", "stderr")
+        self._to_pipe = self.enabled and stat.S_ISFIFO(os.fstat(self._fd).st_mode)
         self._lines: list[str] = []
-        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
         self._second = -1
         self._second_text = ""
 
@@ -135,15 +148,21 @@ class AccessLog:
                 _quote(exchange.reason) if exchange.reason else "null",
             )
         )
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self.flush)
+        if len(self._lines) >= self.FLUSH_LINES:
+            self.flush()
+        elif self._timer is None:
+            self._timer = self._loop.call_later(self.FLUSH_SECONDS, self.flush)
 
     def flush(self) -> None:
-        self._scheduled = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self._lines:
             return
         lines, self._lines = self._lines, []
+        if not self._to_pipe:
+            self._write("".join(lines))  # O_APPEND: one write is placed whole
+            return
         batch: list[str] = []
         size = 0
         for line in lines:
