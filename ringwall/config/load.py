@@ -15,6 +15,7 @@ into one `ConfigError`, each with its key path:
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import typing
 from collections.abc import Mapping
@@ -63,8 +64,6 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
 
 def parse_config(text: str, environ: Mapping[str, str] | None = None) -> Config:
     """Validate configuration text; raise `ConfigError` listing every problem."""
-    import os
-
     environ = os.environ if environ is None else environ
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
@@ -83,7 +82,7 @@ def parse_config(text: str, environ: Mapping[str, str] | None = None) -> Config:
     except ValidationError as exc:
         issues.extend(_validation_issues(exc, data))
         config = None
-    if config is not None:
+    if config is not None and not issues:
         issues.extend(_check_log_destinations(config))
     if issues or config is None:
         raise ConfigError(_unique(issues))
@@ -91,7 +90,11 @@ def parse_config(text: str, environ: Mapping[str, str] | None = None) -> Config:
 
 
 def _check_log_destinations(config: Config) -> list[ConfigIssue]:
-    """Check that every log file can be opened for appending, so a worker never fails at start."""
+    """Check that every log file can be appended to, so a worker never fails at start.
+
+    Nothing is created here: an existing file must be writable, and a new
+    one needs a writable directory.
+    """
     destinations = [("logging.destination", config.logging.destination)]
     if config.logging.access.enabled:
         destinations.append(("logging.access.destination", config.logging.access.destination))
@@ -99,18 +102,28 @@ def _check_log_destinations(config: Config) -> list[ConfigIssue]:
     for path, destination in destinations:
         if destination in ("stdout", "stderr", "off"):
             continue
-        try:
-            with open(destination, "a", encoding="utf-8"):
-                pass
-        except OSError as exc:
+        problem = _append_problem(Path(destination))
+        if problem:
             issues.append(
                 ConfigIssue(
                     path,
-                    f"cannot open {excerpt(destination, 200)!r} for appending: {exc.strerror}; "
+                    f"cannot append to {excerpt(destination, 200)!r}: {problem}; "
                     "use stdout, stderr or a writable file path",
                 )
             )
     return issues
+
+
+def _append_problem(path: Path) -> str:
+    """Return why `path` cannot be opened for appending, or "" if it can."""
+    if path.exists():
+        if path.is_dir():
+            return "it is a directory"
+        return "" if os.access(path, os.W_OK) else "the file is not writable"
+    directory = path.parent
+    if not directory.is_dir():
+        return f"the directory {excerpt(str(directory), 200)!r} does not exist"
+    return "" if os.access(directory, os.W_OK) else "the directory is not writable"
 
 
 def _yaml_issue(exc: yaml.YAMLError) -> ConfigIssue:

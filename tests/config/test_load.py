@@ -325,7 +325,7 @@ def test_log_destination_unwritable(tmp_path: Path) -> None:
 
     issue = issue_at(issues_of(text), "logging.access.destination")
 
-    assert "cannot open" in issue.message
+    assert "cannot append" in issue.message
 
 
 def test_env_missing_names_path() -> None:
