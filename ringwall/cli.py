@@ -10,6 +10,7 @@ from ringwall import __version__
 from ringwall.config.load import load_config
 from ringwall.config.types import parse_listen_address
 from ringwall.errors import ConfigError
+from ringwall.keys_cli import add_keys_parser, run_keys
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a configuration file and exit")
     check.add_argument("-c", "--config", required=True, type=Path, help="YAML configuration file")
 
+    add_keys_parser(commands)
+
     demo = commands.add_parser("demo", help="run the demo backend with the gateway in front of it")
     demo.add_argument(
         "--listen",
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     if arguments.command == "check":
         return check(arguments.config)
+    if arguments.command == "keys":
+        return run_keys(arguments)
     if arguments.command == "run":
         from ringwall.server.supervisor import Overrides, serve
 
