@@ -3,7 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := nginx-light wrk redis-server libmodsecurity3 modsecurity-crs libnginx-mod-http-modsecurity
+# The benchmark's peers: nginx, nginx with ModSecurity and the OWASP CRS, and wrk.
+DEBIAN_PACKAGES := nginx-light wrk libnginx-mod-http-modsecurity modsecurity-crs
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint bench clean
@@ -20,7 +21,6 @@ demo: setup
 	$(BIN)/ringwall demo
 
 test: setup
-	./scripts/ensure-redis
 	$(BIN)/ruff check ringwall tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest

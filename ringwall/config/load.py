@@ -76,38 +76,49 @@ def parse_config(text: str, environ: Mapping[str, str] | None = None) -> Config:
 
     issues: list[ConfigIssue] = []
     data = _substitute(data, "", environ, issues)
+    unresolved = [issue.path for issue in issues]
     issues.extend(_check_references(data))
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        issues.extend(_validation_issues(exc, data))
+        # A value with an unset variable would only fail again as an invalid value.
+        issues.extend(
+            issue for issue in _validation_issues(exc, data) if issue.path not in unresolved
+        )
         config = None
-    if config is not None and not issues:
-        issues.extend(_check_log_destinations(config))
+    issues.extend(_check_log_destinations(data))
     if issues or config is None:
         raise ConfigError(_unique(issues))
     return config
 
 
-def _check_log_destinations(config: Config) -> list[ConfigIssue]:
+def _check_log_destinations(data: dict[str, Any]) -> list[ConfigIssue]:
     """Check that every log file can be appended to, so a worker never fails at start.
 
     Nothing is created here: an existing file must be writable, and a new
-    one needs a writable directory.
+    one needs a writable directory. Values of the wrong type are left to
+    validation.
     """
-    destinations = [("logging.destination", config.logging.destination)]
-    if config.logging.access.enabled:
-        destinations.append(("logging.access.destination", config.logging.access.destination))
+    logging = data.get("logging")
+    logging = logging if isinstance(logging, dict) else {}
+    access = logging.get("access")
+    access = access if isinstance(access, dict) else {}
+    destinations = [
+        ("logging.destination", logging.get("destination")),
+        ("logging.access.destination", access.get("destination")),
+    ]
     issues = []
     for path, destination in destinations:
-        if destination in ("stdout", "stderr", "off"):
+        if not isinstance(destination, str) or destination in ("stdout", "stderr", "off", ""):
             continue
+        if _ENV_REFERENCE.search(destination):
+            continue  # an unset variable, reported already
         problem = _append_problem(Path(destination))
         if problem:
             issues.append(
                 ConfigIssue(
                     path,
-                    f"cannot append to {excerpt(destination, 200)!r}: {problem}; "
+                    f"cannot append to '{excerpt(destination, 200)}': {problem}; "
                     "use stdout, stderr or a writable file path",
                 )
             )
@@ -197,7 +208,7 @@ def _check_references(data: dict[str, Any]) -> list[ConfigIssue]:
                 issues.append(
                     ConfigIssue(
                         f"routes[{index}].name",
-                        f"duplicate route name {excerpt(route_name)!r}: "
+                        f"duplicate route name '{excerpt(route_name)}': "
                         "give each route its own name",
                     )
                 )
@@ -210,7 +221,7 @@ def _check_references(data: dict[str, Any]) -> list[ConfigIssue]:
             issues.append(
                 ConfigIssue(
                     f"routes[{index}].upstream",
-                    f"upstream {excerpt(name)!r} is not defined under upstreams (defined: {known})",
+                    f"upstream '{excerpt(name)}' is not defined under upstreams (defined: {known})",
                 )
             )
     return issues
@@ -226,12 +237,55 @@ def _validation_issues(exc: ValidationError, data: dict[str, Any]) -> list[Confi
         if error["type"] == "extra_forbidden":
             message = _unknown_key_message(location)
         else:
-            message = error["msg"].removeprefix("Value error, ")
+            message = _plain_message(error)
             value = error.get("input")
             if error["type"] != "missing" and not isinstance(value, dict | list | None):
                 message += f" (got {excerpt(repr(value), 80)})"
         issues.append(ConfigIssue(path, message))
     return issues
+
+
+# pydantic's messages for common type errors, in the words of a configuration file.
+_TYPE_MESSAGES = {
+    "missing": "missing required key",
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "string_type": "expected a string",
+    "list_type": "expected a list",
+    "tuple_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+}
+
+
+def _plain_message(error: Any) -> str:
+    """Return an error message without pydantic's type names and "Input should" phrasing."""
+    kind = error["type"]
+    context = error.get("ctx") or {}
+    if kind in _TYPE_MESSAGES:
+        return _TYPE_MESSAGES[kind]
+    if kind == "too_short":
+        count = context.get("min_length", 1)
+        return f"expected at least {count} {'entry' if count == 1 else 'entries'}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        symbol = {
+            "greater_than_equal": ">=",
+            "greater_than": ">",
+            "less_than_equal": "<=",
+            "less_than": "<",
+        }[kind]
+        limit = next(iter(context.values()), "")
+        return f"expected a value {symbol} {limit}"
+    if kind == "literal_error":
+        return f"expected {context.get('expected', 'one of the listed values')}"
+    message: str = error["msg"]
+    return message.removeprefix("Value error, ")
 
 
 def _data_location(location: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
@@ -273,10 +327,10 @@ def _unknown_key_message(location: tuple[Any, ...]) -> str:
     key = str(location[-1])
     allowed = _allowed_keys(location[:-1])
     if not allowed:
-        return f"unknown key {excerpt(key)!r}"
+        return f"unknown key '{excerpt(key)}'"
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"unknown key {excerpt(key)!r}: {hint}expected one of {', '.join(sorted(allowed))}"
+    return f"unknown key '{excerpt(key)}': {hint}expected one of {', '.join(sorted(allowed))}"
 
 
 def _allowed_keys(location: tuple[Any, ...]) -> list[str]:

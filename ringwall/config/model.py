@@ -68,6 +68,7 @@ class ClientTimeouts(Model):
     write: Duration = Field(30.0, gt=0)
     min_body_rate: ByteSize = 1024
     body_rate_grace: Duration = 5.0
+    body_idle: Duration = Field(10.0, gt=0)
     drain: Duration = Field(30.0, ge=0)
     tunnel_idle: Duration = Field(3600.0, gt=0)
 
@@ -237,6 +238,7 @@ class Route(Model):
     match: Literal["prefix", "exact", "template"] = "prefix"
     methods: tuple[str, ...] = ()
     strip_prefix: bool = False
+    upgrades: tuple[str, ...] = ()
     upstream: str
     max_body_bytes: ByteSize | None = None
 
@@ -261,6 +263,19 @@ class Route(Model):
             if not _TOKEN.match(method):
                 raise ValueError(f"invalid method {method!r}")
         return methods
+
+    @field_validator("upgrades", mode="before")
+    @classmethod
+    def _normalize_upgrades(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ValueError("expected a list of protocols such as [websocket]")
+        protocols = tuple(str(protocol).lower() for protocol in value)
+        for protocol in protocols:
+            if not _TOKEN.match(protocol):
+                raise ValueError(f"invalid protocol name {protocol!r}")
+        return protocols
 
     @field_validator("path")
     @classmethod

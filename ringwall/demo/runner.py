@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ringwall.config.types import format_listen_address
-from ringwall.server.supervisor import Overrides, serve
+from ringwall.server.supervisor import Overrides, bind_socket, serve
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "demo" / "ringwall.yaml"
 _BACKEND_START_SECONDS = 10.0
@@ -58,6 +58,16 @@ def run_demo(listen: tuple[str, int], workers: int) -> int:
     """Start the demo backend on a free loopback port, then the gateway; return the exit code."""
     if not DEMO_CONFIG.is_file():
         print(f"demo configuration not found at {DEMO_CONFIG}", file=sys.stderr)
+        return 1
+    try:
+        bind_socket(listen).close()
+    except OSError as exc:
+        address = format_listen_address(listen)
+        print(
+            f"cannot listen on {address}: {exc.strerror}. "
+            "Stop what uses it, or pick another address: ringwall demo --listen 127.0.0.1:8081",
+            file=sys.stderr,
+        )
         return 1
     port = _free_port()
     backend_url = f"http://127.0.0.1:{port}"

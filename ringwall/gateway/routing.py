@@ -171,11 +171,11 @@ def _parse_host(value: bytes) -> str:
     if not text:
         raise BadRequest("protocol", "the Host header is empty")
     if any(ch in text for ch in "@/\\?# ") or any(ch < " " or ch == "\x7f" for ch in text):
-        raise BadRequest("protocol", f"invalid Host header {excerpt(text)!r}")
+        raise BadRequest("protocol", f"invalid Host header '{excerpt(text)}'")
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise BadRequest("protocol", f"invalid Host header {excerpt(text)!r}")
+            raise BadRequest("protocol", f"invalid Host header '{excerpt(text)}'")
         host, port = text[: end + 1], text[end + 1 :]
     else:
         host, colon, port_digits = text.partition(":")
@@ -183,10 +183,10 @@ def _parse_host(value: bytes) -> str:
     if port:
         digits = port[1:]
         if not port.startswith(":") or not digits.isdigit() or not 0 < int(digits) <= 65535:
-            raise BadRequest("protocol", f"invalid port in Host header {excerpt(text)!r}")
+            raise BadRequest("protocol", f"invalid port in Host header '{excerpt(text)}'")
     name = host.rstrip(".")
     if not name:
-        raise BadRequest("protocol", f"the Host header has an empty name: {excerpt(text)!r}")
+        raise BadRequest("protocol", f"the Host header has an empty name: '{excerpt(text)}'")
     return name
 
 
@@ -203,3 +203,13 @@ class RoutingLayer:
         exchange.route = route
         exchange.params = params
         exchange.upstream_path = route.upstream_path(exchange.path)
+        if exchange.upgrade is not None and not upgrade_allowed(exchange.upgrade, route):
+            # Forwarded as a plain request: the Upgrade field is hop-by-hop and is
+            # dropped, so no unlisted protocol (such as h2c) can open a tunnel.
+            exchange.upgrade = None
+
+
+def upgrade_allowed(value: bytes, route: CompiledRoute) -> bool:
+    """Return True if the first protocol in an Upgrade value is one the route allows."""
+    first = value.split(b",", 1)[0].strip().split(b"/", 1)[0].lower()
+    return first.decode("ascii", "replace") in route.route.upgrades

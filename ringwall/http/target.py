@@ -65,7 +65,7 @@ def _normalize_escapes(raw_path: bytes) -> bytes:
             escape = raw_path[index + 1 : index + 3]
             if len(escape) != 2 or escape[0] not in _HEX or escape[1] not in _HEX:
                 raise BadRequest(
-                    LAYER, f"invalid percent-encoding in path near {excerpt(escape)!r}"
+                    LAYER, f"invalid percent-encoding in path near '{excerpt(escape)}'"
                 )
             value = int(escape, 16)
             if value in (0x2F, 0x5C):

@@ -15,6 +15,7 @@ Pipelined requests are answered strictly in order: a request waits in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -78,8 +79,10 @@ class ClientConnection(asyncio.Protocol):
         self.head_deadline = 0.0
         self.idle_deadline = 0.0
         self.body_started = 0.0
+        self.body_progress = 0.0
         self.write_paused_since = 0.0
         self._header_bytes = 0
+        self._trailer_count = 0
         self._limits = worker.runtime.limits
         self._headers: list[tuple[bytes, bytes]] = []
         self._upgrade_leftover = b""
@@ -121,6 +124,10 @@ class ClientConnection(asyncio.Protocol):
             offset = upgrade.args[0] if upgrade.args else len(data)
             self._upgrade_leftover = data[offset:]
             self._stop_parsing()
+            if self.active is None and not self.queue:
+                # The request was already answered without a tunnel (a rejection):
+                # nothing after it can be parsed, so the connection ends here.
+                self.close()
         except httptools.HttpParserCallbackError as error:
             cause = error.__context__
             if isinstance(cause, Rejection):
@@ -167,6 +174,7 @@ class ClientConnection(asyncio.Protocol):
         self._limits = runtime.limits
         self._headers = exchange.headers
         self._header_bytes = 0
+        self._trailer_count = 0
         self.idle_deadline = 0.0
         self.head_deadline = now + runtime.timeouts.head
 
@@ -182,7 +190,13 @@ class ClientConnection(asyncio.Protocol):
         if self._header_bytes > self._limits.max_header_bytes:
             raise HeaderFieldsTooLarge(LAYER, "the request header section is too large", close=True)
         if self.head_deadline == 0.0:
-            return  # a trailer field of a chunked body: counted, never forwarded
+            # A trailer field of a chunked body: counted against both limits, never forwarded.
+            self._trailer_count += 1
+            if self._trailer_count > self._limits.max_header_count:
+                raise HeaderFieldsTooLarge(
+                    LAYER, "the request has too many trailer fields", close=True
+                )
+            return
         headers = self._headers
         headers.append((name, value))
         if len(headers) > self._limits.max_header_count:
@@ -205,7 +219,7 @@ class ClientConnection(asyncio.Protocol):
         except Rejection as rejection:
             exchange.rejection = rejection
         if exchange.has_body:
-            self.body_started = self.loop.time()
+            self.body_started = self.body_progress = self.loop.time()
             exchange.body = RequestBody(
                 exchange.runtime.max_body_bytes, self._pause_reading, self._resume_reading
             )
@@ -222,6 +236,7 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.current
         assert exchange is not None and exchange.body is not None
         exchange.bytes_in += len(body)
+        self.body_progress = self.loop.time()
         if exchange.rejection is None:
             exchange.body.feed(body)
 
@@ -269,7 +284,15 @@ class ClientConnection(asyncio.Protocol):
                 LAYER, "CONNECT is not supported: this is not a forward proxy", close=True
             )
         if found.upgrade is not None and self.parser.should_upgrade():
-            exchange.upgrade = found.upgrade
+            # llhttp stops parsing after an upgrade request whatever the outcome,
+            # so the connection ends after this exchange unless a tunnel starts.
+            exchange.close = True
+            if exchange.version == "1.1":  # RFC 9110 section 7.8: ignore it in HTTP/1.0
+                exchange.upgrade = found.upgrade
+            if found.chunked or found.content_length:
+                raise BadRequest(
+                    LAYER, "a request that upgrades the connection must not have a body", close=True
+                )
         hosts = found.hosts
         if hosts:
             if len(hosts) > 1:
@@ -390,6 +413,10 @@ class ClientConnection(asyncio.Protocol):
         self.current = None
         if exchange is None:
             exchange = Exchange(self.worker.runtime, self.peer_ip, self.loop.time(), time.time())
+        if not exchange.method:
+            with contextlib.suppress(httptools.HttpParserError):
+                method = self.parser.get_method()
+                exchange.method = _METHOD_NAMES.get(method) or method.decode("ascii", "replace")
         exchange.close = True
         if exchange.body is not None:
             exchange.body.fail(rejection)
@@ -458,8 +485,11 @@ class ClientConnection(asyncio.Protocol):
             self._time_out("the request head was not received in time")
         elif self.idle_deadline and now > self.idle_deadline:
             self.close()
-        elif self.body_started and not self.read_paused and timeouts.min_body_rate:
-            self._check_body_rate(now, timeouts.min_body_rate, timeouts.body_rate_grace)
+        elif self.body_started and not self.read_paused:
+            if now - self.body_progress > timeouts.body_idle:
+                self._time_out("no part of the request body arrived within the body idle timeout")
+            elif timeouts.min_body_rate:
+                self._check_body_rate(now, timeouts.min_body_rate, timeouts.body_rate_grace)
         if self.write_paused_since and now - self.write_paused_since > timeouts.write:
             log.info(
                 "closing a client that does not read its response", extra={"peer": self.peer_ip}

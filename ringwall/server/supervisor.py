@@ -120,13 +120,21 @@ class Supervisor:
         self.workers[pid] = _WorkerProcess(pid, write_fd)
 
     def reload(self, cause: str) -> bool:
+        # The file as read now is the one applied, so a SIGHUP sent after an
+        # edit does not cause a second reload when the poll sees the change.
+        self._file_stamp = self._stamp()
         try:
             new_config = self.overrides.apply(load_config(self.config_path))
         except ConfigError as exc:
             for issue in exc.issues:
                 log.error(
                     "invalid configuration, keeping the running one",
-                    extra={"cause": cause, "key": issue.path, "problem": issue.message},
+                    extra={
+                        "cause": cause,
+                        "file": str(self.config_path),
+                        "key": issue.path,
+                        "problem": issue.message,
+                    },
                 )
             return False
         if new_config.server.listen != self.config.server.listen:
@@ -163,9 +171,7 @@ class Supervisor:
             _signal(pid, signal.SIGTERM)
 
     def _check_file(self) -> None:
-        stamp = self._stamp()
-        if stamp != self._file_stamp:
-            self._file_stamp = stamp
+        if self._stamp() != self._file_stamp:
             self.reload("file changed")
 
     def _stamp(self) -> tuple[float, int]:

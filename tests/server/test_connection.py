@@ -299,3 +299,45 @@ def test_max_requests_per_connection(upstream: RawUpstream, tmp_path: object) ->
         client.send(GET)
         assert client.response().header("Connection") == "close"
         assert client.is_closed()
+
+
+def test_stalled_body_cut_off(upstream: RawUpstream, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from tests.support.gateway_thread import proxy_config, running_gateway
+
+    config = proxy_config(
+        upstream.port,
+        server="  timeouts: {body_idle: 1s, drain: 1s}\n  limits: {max_body_bytes: 1MiB}",
+    )
+    assert isinstance(tmp_path, Path)
+    with running_gateway(config, tmp_path) as gateway, RawClient(gateway.port) as client:
+        # A burst far above the minimum rate, then silence.
+        client.send(b"POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 200000\r\n\r\n")
+        client.send(b"a" * 100_000)
+        started = time.monotonic()
+        data = client.read_until_closed()
+        elapsed = time.monotonic() - started
+    assert data.startswith(b"HTTP/1.1 408 ")
+    assert elapsed < 3
+
+
+def test_too_many_trailers_rejected(gateway: GatewayThread, upstream: RawUpstream) -> None:
+    trailers = b"".join(b"T%d: v\r\n" % i for i in range(30))
+    response = request(
+        gateway.port,
+        b"POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"1\r\na\r\n0\r\n" + trailers + b"\r\n",
+        b"POST",
+    )
+    assert response.status == 431
+    assert upstream.requests == []
+
+
+def test_framing_error_logs_method(gateway: GatewayThread) -> None:
+    request(
+        gateway.port,
+        b"POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 3\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    assert gateway.access_records()[-1]["method"] == "POST"

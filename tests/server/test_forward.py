@@ -29,6 +29,7 @@ def demo_gateway(backend: DemoBackend, tmp_path: Path) -> Iterator[GatewayThread
     config = proxy_config(
         backend.port,
         server="  timeouts: {drain: 2s}\n  limits: {max_body_bytes: 16MiB}",
+        route_extra="    upgrades: [websocket]",
     )
     with running_gateway(config, tmp_path) as gateway:
         yield gateway
@@ -581,7 +582,11 @@ routes:
 
 
 def test_websocket_idle_tunnel_closed(backend: DemoBackend, tmp_path: Path) -> None:
-    config = proxy_config(backend.port, server="  timeouts: {tunnel_idle: 1s, drain: 1s}")
+    config = proxy_config(
+        backend.port,
+        server="  timeouts: {tunnel_idle: 1s, drain: 1s}",
+        route_extra="    upgrades: [websocket]",
+    )
     with (
         running_gateway(config, tmp_path) as gateway,
         connect(f"ws://127.0.0.1:{gateway.port}/api/ws", proxy=None) as websocket,
@@ -628,3 +633,50 @@ routes:
         response = client.response(b"POST")
     assert response.status == 200
     assert response.json()["body_length"] == 4 * len(piece)
+
+
+def test_upgrade_not_allowed_is_plain_request(backend: DemoBackend, tmp_path: Path) -> None:
+    with running_gateway(proxy_config(backend.port), tmp_path) as gateway:
+        response = request(
+            gateway.port,
+            b"GET /api/echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n",
+        )
+    headers = received_headers(response.json())
+    assert response.status == 200
+    assert response.header("Connection") == "close"
+    assert "upgrade" not in headers
+    assert "http2-settings" not in headers
+
+
+def test_upgrade_ignored_in_http10(demo_gateway: GatewayThread) -> None:
+    with RawClient(demo_gateway.port) as client:
+        client.send(
+            b"GET /api/ws HTTP/1.0\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        data = client.read_until_closed()
+    assert not data.startswith(b"HTTP/1.1 101")
+
+
+def test_upgrade_with_body_rejected(demo_gateway: GatewayThread, backend: DemoBackend) -> None:
+    with RawClient(demo_gateway.port) as client:
+        client.send(
+            b"POST /api/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\nhello"
+        )
+        data = client.read_until_closed()
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert backend.received == []
+
+
+def test_rejected_upgrade_closes(demo_gateway: GatewayThread) -> None:
+    with RawClient(demo_gateway.port) as client:
+        client.send(
+            b"GET /api/echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Expect: foo\r\n\r\nGET /api/products HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        started = time.monotonic()
+        data = client.read_until_closed()
+    assert data.startswith(b"HTTP/1.1 417 ")
+    assert time.monotonic() - started < 2

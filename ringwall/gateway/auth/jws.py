@@ -26,8 +26,8 @@ signature are decoded.
     RSASSA-PKCS1-v1_5 and Ed25519 are checked by pyca/cryptography, and so
     is RSASSA-PSS, with MGF1 over the same hash and a salt as long as the
     hash. ECDSA takes raw R || S of exactly twice the coordinate size with
-    0 < r, s < n and s <= n/2. Requiring the low s means a valid signature
-    cannot be turned into a second valid one.
+    0 < r, s < n. A high s is accepted (see `_verify_ecdsa`), so ECDSA
+    signatures are malleable and nothing may be keyed on the signature.
 """
 
 from __future__ import annotations
