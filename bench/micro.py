@@ -35,6 +35,7 @@ routes:
   - name: all
     path: /
     upstream: app
+    auth: none
 """
 
 REQUEST = (

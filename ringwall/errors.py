@@ -4,6 +4,8 @@
     ├── ConfigError              invalid configuration; carries one ConfigIssue per problem
     └── Rejection                a request refused by a layer; carries layer, status, safe reason
         ├── BadRequest           400
+        ├── Unauthorized         401
+        ├── Forbidden            403
         ├── RequestTimeout       408
         ├── NotFound             404
         ├── MethodNotAllowed     405
@@ -61,10 +63,13 @@ class Rejection(RingwallError):
         *,
         headers: tuple[tuple[str, str], ...] = (),
         close: bool = False,
+        detail: str | None = None,
     ) -> None:
         super().__init__(reason)
         self.layer = layer
         self.reason = reason
+        # What the client is told, when it must be less than the logged reason.
+        self.detail = reason if detail is None else detail
         self.headers = headers
         # Close the client connection after the response, because the rest of
         # the stream cannot be trusted (framing errors) or was not read.
@@ -74,6 +79,16 @@ class Rejection(RingwallError):
 class BadRequest(Rejection):
     status = 400
     title = "Bad Request"
+
+
+class Unauthorized(Rejection):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(Rejection):
+    status = 403
+    title = "Forbidden"
 
 
 class NotFound(Rejection):

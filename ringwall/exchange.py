@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ringwall.errors import Rejection
+    from ringwall.gateway.identity import Identity
     from ringwall.gateway.routing import CompiledRoute
     from ringwall.runtime import Runtime
     from ringwall.server.body import RequestBody
@@ -41,6 +42,7 @@ class Exchange:
 
     # Set by layers.
     route: CompiledRoute | None = None
+    identity: Identity | None = None
     upstream_path = ""
 
     # Response, for the access log.

@@ -10,14 +10,24 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+from collections.abc import Coroutine
+from typing import Any
 
-from ringwall.config.model import Config
+from ringwall.config.model import Config, IssuerConfig
 from ringwall.edge.client_ip import ClientAddressResolver
 from ringwall.exchange import Exchange
+from ringwall.gateway.auth.jwk import VerificationKey, verification_key
+from ringwall.gateway.auth.jwks_cache import JwksCache
+from ringwall.gateway.auth.jws import StaticKeySet
+from ringwall.gateway.auth.jwt import ClaimRules
+from ringwall.gateway.authentication import ApiKeys, AuthenticationLayer, Issuer, KeySource
+from ringwall.gateway.authorization import AuthorizationLayer
 from ringwall.gateway.body_limit import BodyLimitLayer
+from ringwall.gateway.identity import identity_headers
 from ringwall.gateway.routing import Router, RoutingLayer
 from ringwall.http.headers import GATEWAY_OWNED, canonical_name
 from ringwall.pipeline import Pipeline
+from ringwall.server.jwks_fetch import JwksSource
 from ringwall.server.upstream import UpstreamRuntime
 
 _REQUEST_ID_BYTES = bytes(
@@ -65,9 +75,46 @@ class Runtime:
         self.preserve_host = {
             name: upstream.preserve_host for name, upstream in config.upstreams.items()
         }
+        self.jwks_sources: list[JwksSource] = []
+        self._loop = loop
+        self._tasks: set[asyncio.Task[None]] = set()
+        issuers = {
+            name: self._issuer(name, issuer, loop) for name, issuer in config.auth.issuers.items()
+        }
+        api_keys = ApiKeys(config.auth.api_keys) if config.auth.api_keys is not None else None
         self.pipeline = Pipeline(
-            [RoutingLayer(self.router), BodyLimitLayer(self.limits.max_body_bytes)]
+            [
+                RoutingLayer(self.router),
+                AuthenticationLayer(config.auth, issuers, api_keys),
+                AuthorizationLayer(),
+                BodyLimitLayer(self.limits.max_body_bytes),
+            ]
         )
+
+    def _issuer(self, name: str, config: IssuerConfig, loop: asyncio.AbstractEventLoop) -> Issuer:
+        rules = ClaimRules(
+            issuer=config.issuer,
+            audiences=frozenset(config.audiences),
+            leeway=config.leeway,
+            max_lifetime=config.max_lifetime,
+            required_claims=frozenset(config.required_claims),
+        )
+        keys: KeySource
+        if config.hmac_secret is not None:
+            secret = config.hmac_secret.reveal().encode("utf-8")
+            keys = _StaticKeys(StaticKeySet([verification_key(secret)]))
+        else:
+            assert config.jwks is not None
+            cache = JwksCache(
+                ttl=config.cache_ttl, cooldown=config.refetch_cooldown, max_stale=config.max_stale
+            )
+            source = JwksSource(
+                config.jwks, cache=cache, timeout=config.fetch_timeout, ca_file=config.ca_file
+            )
+            self.jwks_sources.append(source)
+            loop.call_soon(self._run_task, source.refresh())
+            keys = source
+        return Issuer(name, config, rules, frozenset(config.algorithms), keys)
 
     def upstream_request_head(
         self, exchange: Exchange, authority: str, content_length: int | None
@@ -98,6 +145,8 @@ class Runtime:
             b"X-Real-IP: %b\r\n%b: %b\r\n"
             % (client_ip, self.request_id_header, exchange.request_id.encode("ascii"))
         )
+        if exchange.identity is not None:
+            parts.extend(b"%b: %b\r\n" % field for field in identity_headers(exchange.identity))
         if content_length is not None:
             parts.append(b"Content-Length: %d\r\n" % content_length)
         elif exchange.has_body:
@@ -110,7 +159,29 @@ class Runtime:
     def close(self) -> None:
         for upstream in self.upstreams.values():
             upstream.close()
+        for source in self.jwks_sources:
+            if not self._loop.is_closed():
+                self._run_task(source.close())
+
+    def _run_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        # Keys are loaded before the first token arrives; failures are logged by the source.
+        task = self._loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def sweep(self, now: float) -> None:
         for upstream in self.upstreams.values():
             upstream.sweep(now)
+
+
+class _StaticKeys:
+    """The KeySource of an issuer whose keys are configured locally, such as an HMAC secret."""
+
+    def __init__(self, keys: StaticKeySet) -> None:
+        self._keys = keys
+
+    def cached_keys(self, kid: str | None, alg: str) -> list[VerificationKey]:
+        return list(self._keys.find(kid, alg))
+
+    async def keys_for(self, kid: str | None, alg: str) -> list[VerificationKey]:
+        return self.cached_keys(kid, alg)

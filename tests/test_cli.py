@@ -20,6 +20,7 @@ upstreams:
 routes:
   - path: /
     upstream: app
+    auth: none
 """
 
 BROKEN = """
@@ -32,8 +33,10 @@ upstreams:
 routes:
   - path: /
     upstream: app
+    auth: none
   - path: /orders
     upstream: orders
+    auth: none
 """
 
 

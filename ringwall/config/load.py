@@ -213,6 +213,7 @@ def _check_references(data: dict[str, Any]) -> list[ConfigIssue]:
                     )
                 )
             route_names.add(route_name)
+        issues.extend(_check_route_auth(index, route, data))
         if not isinstance(route.get("upstream"), str):
             continue
         name = route["upstream"]
@@ -227,11 +228,60 @@ def _check_references(data: dict[str, Any]) -> list[ConfigIssue]:
     return issues
 
 
+def _check_route_auth(index: int, route: dict[str, Any], data: dict[str, Any]) -> list[ConfigIssue]:
+    """Check that a route's authentication methods have what they need under `auth`."""
+    path = f"routes[{index}].auth"
+    value = route.get("auth")
+    if value is None:
+        return [
+            ConfigIssue(
+                path,
+                "missing: every route states how callers authenticate; "
+                "write auth: none for a public route, or jwt, api_key or a list of both",
+            )
+        ]
+    auth_section = data.get("auth")
+    auth: dict[str, Any] = auth_section if isinstance(auth_section, dict) else {}
+    issuer_section = auth.get("issuers")
+    issuers: dict[str, Any] = issuer_section if isinstance(issuer_section, dict) else {}
+    methods: object = value
+    named_issuers: object = ()
+    if isinstance(value, dict):
+        methods = value.get("methods", ())
+        named_issuers = value.get("issuers", ())
+    if isinstance(methods, str):
+        methods = [methods]
+    if not isinstance(methods, list | tuple):
+        return []
+    issues = []
+    if "jwt" in methods and not issuers:
+        issues.append(ConfigIssue(path, "jwt needs at least one issuer under auth.issuers"))
+    if "api_key" in methods and not auth.get("api_keys"):
+        issues.append(ConfigIssue(path, "api_key needs auth.api_keys with the key file"))
+    if isinstance(named_issuers, list | tuple):
+        for name in named_issuers:
+            if name not in issuers:
+                issues.append(
+                    ConfigIssue(
+                        f"{path}.issuers",
+                        f"issuer '{excerpt(str(name))}' is not defined under auth.issuers",
+                    )
+                )
+    return issues
+
+
 def _validation_issues(exc: ValidationError, data: dict[str, Any]) -> list[ConfigIssue]:
     issues = []
     for error in exc.errors(include_url=False):
         if error["type"] == DUPLICATE_ROUTE_NAME:
             continue  # reported with its key path by _check_references
+        location_parts = tuple(error["loc"])
+        if (
+            error["type"] == "missing"
+            and location_parts[-1:] == ("auth",)
+            and location_parts[:1] == ("routes",)
+        ):
+            continue  # reported with advice by _check_route_auth
         location = _data_location(tuple(error["loc"]), data)
         path = _format_location(location)
         if error["type"] == "extra_forbidden":

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ringwall.config.types import ByteSize, Duration, ListenAddress
+from ringwall.config.types import ByteSize, Duration, ListenAddress, SecretValue
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -222,6 +222,139 @@ class Upstream(Model):
         return tuple(_parse_target(v) if isinstance(v, str) else v for v in value)
 
 
+# JWS algorithms an issuer may list. HMAC and asymmetric ones never mix in one issuer.
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+AUTH_METHODS = ("jwt", "api_key")
+
+
+class IssuerConfig(Model):
+    """A trusted token issuer: where its keys come from and what its tokens must say."""
+
+    issuer: str = Field(min_length=1)
+    jwks: str | None = None
+    hmac_secret: SecretValue | None = None
+    algorithms: tuple[str, ...] = Field(min_length=1)
+    audiences: tuple[str, ...] = Field(min_length=1)
+    required_claims: tuple[str, ...] = ()
+    max_lifetime: Duration = Field(86_400.0, gt=0)
+    leeway: Duration = Field(30.0, ge=0, le=300)
+    cache_ttl: Duration = Field(600.0, gt=0)
+    refetch_cooldown: Duration = Field(30.0, ge=0)
+    max_stale: Duration = Field(86_400.0, ge=0)
+    fetch_timeout: Duration = Field(3.0, gt=0)
+    ca_file: str | None = None
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> IssuerConfig:
+        algorithms = set(self.algorithms)
+        unknown = algorithms - ASYMMETRIC_ALGORITHMS - HMAC_ALGORITHMS
+        if unknown:
+            raise ValueError(
+                f"unsupported algorithms {sorted(unknown)}: expected RS256, PS256, ES256, "
+                "EdDSA, HS256 or another registered JWS algorithm"
+            )
+        if (self.jwks is None) == (self.hmac_secret is None):
+            raise ValueError("set exactly one of jwks (a URL or file:PATH) and hmac_secret")
+        if self.jwks is not None and algorithms & HMAC_ALGORITHMS:
+            raise ValueError("HMAC algorithms need hmac_secret, never keys from a JWKS")
+        if self.hmac_secret is not None and algorithms - HMAC_ALGORITHMS:
+            raise ValueError("an hmac_secret issuer may list only HS256, HS384 or HS512")
+        return self
+
+
+class ApiKeysConfig(Model):
+    """Where API keys are read from; the file is written by `ringwall keys`."""
+
+    file: str
+    header: str = "X-API-Key"
+    prefix: str = "rw_"
+
+    @field_validator("header")
+    @classmethod
+    def _check_header(cls, value: str) -> str:
+        if not _TOKEN.match(value):
+            raise ValueError("expected an HTTP header name such as X-API-Key")
+        return value
+
+
+class ClaimsConfig(Model):
+    """Which token claims hold roles and scopes; a dotted path reads nested claims.
+
+    A claim may be a list of strings or one space-separated string, so both
+    `scope: "a b"` and `scp: [a, b]` are read.
+    """
+
+    roles: tuple[str, ...] = ("roles",)
+    scopes: tuple[str, ...] = ("scope", "scp")
+
+
+class AuthConfig(Model):
+    issuers: dict[str, IssuerConfig] = Field(default_factory=dict)
+    api_keys: ApiKeysConfig | None = None
+    claims: ClaimsConfig = ClaimsConfig()
+    token_cache_size: Count = Field(10_000, ge=0, le=1_000_000)
+
+
+class RouteAuth(Model):
+    """How a route's caller proves who it is: none (public), or the accepted methods."""
+
+    methods: tuple[Literal["jwt", "api_key"], ...] = ()
+    optional: bool = False
+    issuers: tuple[str, ...] = ()
+
+    @property
+    def public(self) -> bool:
+        return not self.methods
+
+
+def _parse_route_auth(value: object) -> object:
+    """Accept `none`, one method, a list of methods, or the full mapping."""
+    if value == "none":
+        return {"methods": ()}
+    if isinstance(value, str):
+        return {"methods": (value,)}
+    if isinstance(value, list | tuple):
+        return {"methods": tuple(value)}
+    return value
+
+
+class RoleRule(Model):
+    any_of: tuple[str, ...] = ()
+    all_of: tuple[str, ...] = ()
+
+
+def _parse_role_rule(value: object) -> object:
+    return {"any_of": value} if isinstance(value, list | tuple | str) else value
+
+
+class OwnerRule(Model):
+    """The path parameter `param` must equal the claim `claim` or be one of its values."""
+
+    param: str
+    claim: str
+
+
+class AuthorizeRule(Model):
+    """Requirements for the requests of a route whose method is in `methods` (all if empty)."""
+
+    methods: tuple[str, ...] = ()
+    roles: Annotated[RoleRule, BeforeValidator(_parse_role_rule)] = RoleRule()
+    scopes: Annotated[RoleRule, BeforeValidator(_parse_role_rule)] = RoleRule()
+    owner: OwnerRule | None = None
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _upper_methods(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return tuple(str(method).upper() for method in value)
+        return value
+
+
 def normalize_host_pattern(pattern: str) -> str:
     """Lowercase a route host pattern and check it is a host name or `*.` wildcard."""
     host = pattern.lower().rstrip(".")
@@ -239,6 +372,8 @@ class Route(Model):
     methods: tuple[str, ...] = ()
     strip_prefix: bool = False
     upgrades: tuple[str, ...] = ()
+    auth: Annotated[RouteAuth, BeforeValidator(_parse_route_auth)]
+    authorize: tuple[AuthorizeRule, ...] = ()
     upstream: str
     max_body_bytes: ByteSize | None = None
 
@@ -305,6 +440,14 @@ class Route(Model):
             raise ValueError("a path with {param} needs match: template")
         if self.strip_prefix and self.match != "prefix":
             raise ValueError("strip_prefix needs match: prefix")
+        if self.authorize and self.auth.public:
+            raise ValueError("authorize needs an authenticated route: set auth to jwt or api_key")
+        params = {segment[1:-1] for segment in self.path.split("/") if segment.startswith("{")}
+        for rule in self.authorize:
+            if rule.owner is not None and rule.owner.param not in params:
+                raise ValueError(
+                    f"owner param {rule.owner.param!r} is not a parameter of path {self.path!r}"
+                )
         return self
 
 
@@ -313,6 +456,7 @@ class Config(Model):
 
     server: ServerConfig = ServerConfig()
     logging: LogConfig = LogConfig()
+    auth: AuthConfig = AuthConfig()
     upstreams: dict[str, Upstream] = Field(default_factory=dict)
     routes: tuple[Route, ...] = ()
 

@@ -30,7 +30,7 @@ def problem_body(rejection: Rejection, request_id: str) -> bytes:
         "type": problem_type(rejection),
         "title": rejection.title,
         "status": rejection.status,
-        "detail": rejection.reason,
+        "detail": rejection.detail,
         "layer": rejection.layer,
         "request_id": request_id,
     }

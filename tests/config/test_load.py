@@ -44,10 +44,12 @@ routes:
     match: template
     methods: [get, put]
     upstream: api
+    auth: none
   - path: /static
     strip_prefix: true
     max_body_bytes: 0
     upstream: api
+    auth: none
 """
 
 UPSTREAM = """\
@@ -182,7 +184,7 @@ def test_load_config_not_utf8(tmp_path: Path) -> None:
             "path",
         ),
         (
-            UPSTREAM + "routes:\n  - path: /\n    upstream: api\n    method: [GET]\n",
+            UPSTREAM + "routes:\n  - path: /\n    upstream: api\n    auth: none\n    method: [GET]\n",
             "routes[0].method",
             "methods",
         ),
@@ -200,7 +202,7 @@ def test_unknown_key_no_close_match() -> None:
     issue = issue_at(issues_of("zzzzzz: 1\n"), "zzzzzz")
 
     assert "did you mean" not in issue.message
-    assert "expected one of logging, routes, server, upstreams" in issue.message
+    assert "expected one of auth, logging, routes, server, upstreams" in issue.message
 
 
 def test_unknown_key_truncated() -> None:
@@ -213,7 +215,7 @@ def test_unknown_key_truncated() -> None:
 
 
 def test_route_unknown_upstream() -> None:
-    text = UPSTREAM + "routes:\n  - path: /a\n    upstream: api\n  - path: /b\n    upstream: apj\n"
+    text = UPSTREAM + "routes:\n  - path: /a\n    upstream: api\n    auth: none\n  - path: /b\n    upstream: apj\n    auth: none\n"
 
     issue = issue_at(issues_of(text), "routes[1].upstream")
 
@@ -222,7 +224,7 @@ def test_route_unknown_upstream() -> None:
 
 
 def test_route_upstream_none_defined() -> None:
-    issue = issue_at(issues_of("routes:\n  - path: /a\n    upstream: api\n"), "routes[0].upstream")
+    issue = issue_at(issues_of("routes:\n  - path: /a\n    upstream: api\n    auth: none\n"), "routes[0].upstream")
 
     assert "none defined" in issue.message
 
@@ -234,7 +236,7 @@ def test_route_upstream_missing_key() -> None:
 
 
 def test_errors_reported_together() -> None:
-    text = UPSTREAM + "server:\n  listn: 127.0.0.1:80\nroutes:\n  - path: /\n    upstream: nope\n"
+    text = UPSTREAM + "server:\n  listn: 127.0.0.1:80\nroutes:\n  - path: /\n    upstream: nope\n    auth: none\n"
 
     issues = issues_of(text)
 
@@ -243,7 +245,7 @@ def test_errors_reported_together() -> None:
 
 
 def test_error_message_lists_issues() -> None:
-    text = UPSTREAM + "server:\n  listn: 127.0.0.1:80\nroutes:\n  - path: /\n    upstream: nope\n"
+    text = UPSTREAM + "server:\n  listn: 127.0.0.1:80\nroutes:\n  - path: /\n    upstream: nope\n    auth: none\n"
 
     with pytest.raises(ConfigError) as caught:
         parse_config(text, {})
@@ -279,6 +281,7 @@ upstreams:
 routes:
   - path: /${PREFIX}
     upstream: api
+    auth: none
 """
     environ = {"HOST": "0.0.0.0", "PORT": "8081", "BACKEND": "10.1.2.3", "PREFIX": "v1"}
 
@@ -305,7 +308,7 @@ routes:
 def test_env_substitution_forms(reference: str, environ: dict[str, str], name: str) -> None:
     text = (
         "upstreams:\n  api:\n    targets: [http://127.0.0.1:9000]\n"
-        f'routes:\n  - name: "{reference}"\n    path: /\n    upstream: api\n'
+        f'routes:\n  - name: "{reference}"\n    path: /\n    upstream: api\n    auth: none\n'
     )
     config = parse_config(text, environ)
 
@@ -338,7 +341,7 @@ def test_env_missing_names_path() -> None:
 
 
 def test_env_missing_in_route_list() -> None:
-    text = UPSTREAM + "routes:\n  - path: /a\n    upstream: api\n    hosts: [a.com, '${HOST}']\n"
+    text = UPSTREAM + "routes:\n  - path: /a\n    upstream: api\n    auth: none\n    hosts: [a.com, '${HOST}']\n"
 
     issues = issues_of(text)
 
@@ -424,8 +427,8 @@ def test_union_error_path() -> None:
 
 
 def test_duplicate_route_name_path() -> None:
-    text = UPSTREAM + "routes:\n  - {path: /a, upstream: api, name: x}\n"
-    text += "  - {path: /b, upstream: api, name: x}\n"
+    text = UPSTREAM + "routes:\n  - {path: /a, upstream: api, auth: none, name: x}\n"
+    text += "  - {path: /b, upstream: api, auth: none, name: x}\n"
 
     issues = issues_of(text)
 

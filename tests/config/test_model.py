@@ -19,6 +19,7 @@ from ringwall.config.model import (
 
 def make_route(**fields: Any) -> Route:
     fields.setdefault("upstream", "api")
+    fields.setdefault("auth", "none")
     return Route(**fields)
 
 

@@ -33,7 +33,7 @@ def make_exchange(
     no_runtime: Any = None
     exchange = Exchange(no_runtime, peer_ip="127.0.0.1", started=0.0, wall_started=0.0)
     if routed:
-        route = Route(name="r", path="/", upstream="api", max_body_bytes=route_limit)
+        route = Route(name="r", path="/", upstream="api", auth="none", max_body_bytes=route_limit)
         exchange.route = CompiledRoute(route, 0)
     exchange.content_length = content_length
     exchange.has_body = bool(content_length) or body is not None

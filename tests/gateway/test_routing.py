@@ -10,6 +10,7 @@ from ringwall.gateway.routing import CompiledRoute, Router, normalize_host
 
 
 def make_route(name: str, path: str, **fields: Any) -> Route:
+    fields.setdefault("auth", "none")
     return Route(name=name, path=path, upstream="api", **fields)
 
 

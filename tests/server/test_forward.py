@@ -352,6 +352,7 @@ upstreams:
 routes:
   - path: /
     upstream: app
+    auth: none
 """
 
 
@@ -392,6 +393,7 @@ upstreams:
 routes:
   - path: /
     upstream: app
+    auth: none
 """
         with running_gateway(config, tmp_path) as gateway:
             slow = RawClient(gateway.port)
@@ -420,6 +422,7 @@ upstreams:
 routes:
   - path: /
     upstream: app
+    auth: none
 """
     with running_gateway(config, tmp_path) as gateway:
         started = time.monotonic()
@@ -442,6 +445,7 @@ upstreams:
 routes:
   - path: /
     upstream: app
+    auth: none
 """
     with running_gateway(config, tmp_path) as gateway:
         time.sleep(0.5)
@@ -542,6 +546,7 @@ upstreams:
 routes:
   - path: /
     upstream: app
+    auth: none
 """
     try:
         with running_gateway(config, tmp_path) as gateway:
@@ -567,6 +572,7 @@ upstreams:
 routes:
   - path: /
     upstream: app
+    auth: none
 """
     with running_gateway(config, tmp_path) as gateway:
         clients = [RawClient(gateway.port) for _ in range(3)]
@@ -621,6 +627,7 @@ upstreams:
 routes:
   - path: /
     upstream: app
+    auth: none
 """
     piece = b"x" * 100_000
     with running_gateway(config, tmp_path) as gateway, RawClient(gateway.port) as client:

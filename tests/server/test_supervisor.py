@@ -38,6 +38,7 @@ upstreams:
 routes:
   - path: {route_path}
     upstream: app
+    auth: none
 """
     )
 

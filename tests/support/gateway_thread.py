@@ -119,5 +119,6 @@ routes:
   - name: all
     path: /
     upstream: app
+    auth: none
 {route_extra}
 """

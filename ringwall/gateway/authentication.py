@@ -1,0 +1,311 @@
+"""Authentication: who is calling, proven by a bearer token or an API key.
+
+Per route, `auth` lists the accepted methods. Without credentials the
+request gets 401, unless the route's authentication is optional; then it
+continues as anonymous. Invalid credentials always get 401, never anonymous.
+A verified token is cached by the SHA-256 of its whole text until it
+expires, so a client reusing its token skips the signature check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from ringwall.config.model import ApiKeysConfig, AuthConfig, IssuerConfig, RouteAuth
+from ringwall.errors import Unauthorized
+from ringwall.gateway.auth.api_keys import ApiKeyInvalid, ApiKeyStore, KeyFileError, read_api_key
+from ringwall.gateway.auth.jwk import (
+    JsonInvalid,
+    VerificationKey,
+    decode_base64url,
+    load_json_object,
+)
+from ringwall.gateway.auth.jws import KeyLookup, StaticKeySet, TokenInvalid, verify_compact
+from ringwall.gateway.auth.jwt import ClaimRules, validate_claims
+from ringwall.gateway.identity import Identity, claim_strings
+
+if TYPE_CHECKING:
+    from ringwall.exchange import Exchange
+
+log = logging.getLogger("ringwall.auth")
+
+LAYER = "authentication"
+_BEARER = b"bearer "
+# How often the API key file is checked for changes, such as a revocation.
+_KEY_FILE_CHECK_SECONDS = 1.0
+
+
+class KeySource(Protocol):
+    """Keys of one issuer: answered from memory when possible, else after a fetch."""
+
+    def cached_keys(self, kid: str | None, alg: str) -> list[VerificationKey] | None: ...
+
+    async def keys_for(self, kid: str | None, alg: str) -> list[VerificationKey]: ...
+
+
+@dataclass(frozen=True)
+class Issuer:
+    name: str
+    config: IssuerConfig
+    rules: ClaimRules
+    algorithms: frozenset[str]
+    keys: KeySource
+
+
+class _KeysNeeded(Exception):
+    def __init__(self, kid: str | None, alg: str) -> None:
+        self.kid = kid
+        self.alg = alg
+
+
+class _CachedKeyLookup:
+    """A KeyLookup over an issuer's cached keys that asks for a fetch when they miss."""
+
+    def __init__(self, source: KeySource) -> None:
+        self.source = source
+
+    def find(self, kid: str | None, alg: str) -> Sequence[VerificationKey]:
+        keys = self.source.cached_keys(kid, alg)
+        if keys is None:
+            raise _KeysNeeded(kid, alg)
+        return keys
+
+
+class ApiKeys:
+    """The API key file of a gateway, reloaded when it changes."""
+
+    def __init__(self, config: ApiKeysConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.header = config.header.lower().encode("ascii")
+        self._path = Path(config.file)
+        self._clock = clock
+        self._store = ApiKeyStore(prefix=config.prefix)
+        self._stamp: tuple[float, int] | None = None
+        self._checked = 0.0
+        self._reload()
+
+    def verify(self, presented: str) -> Identity:
+        now = self._clock()
+        if now - self._checked >= _KEY_FILE_CHECK_SECONDS:
+            self._reload()
+        record = self._store.verify(presented, now)
+        claims = {"sub": record.owner}
+        return Identity(
+            subject=record.owner,
+            method="api_key",
+            issuer=None,
+            key_id=record.id,
+            roles=frozenset(record.roles),
+            scopes=frozenset(record.scopes),
+            claims=claims,
+            expires_at=record.expires_at,
+        )
+
+    def _reload(self) -> None:
+        self._checked = self._clock()
+        try:
+            status = os.stat(self._path)
+        except FileNotFoundError:
+            if self._stamp is not None:
+                log.error(
+                    "API key file disappeared, no key is accepted", extra={"file": str(self._path)}
+                )
+            self._store = ApiKeyStore(prefix=self.config.prefix)
+            self._stamp = None
+            return
+        stamp = (status.st_mtime, status.st_size)
+        if stamp == self._stamp:
+            return
+        try:
+            self._store = ApiKeyStore.load(self._path, prefix=self.config.prefix)
+        except (KeyFileError, OSError) as exc:
+            # Keep the keys already loaded: a half-written or broken file must
+            # not turn into "every key is invalid" or "no check at all".
+            log.error(
+                "cannot load the API key file, keeping the loaded keys", extra={"error": str(exc)}
+            )
+            return
+        self._stamp = stamp
+        log.info("API keys loaded", extra={"file": str(self._path), "keys": len(self._store)})
+
+
+class TokenCache:
+    """Identities of verified tokens, by SHA-256 of the token, never kept past `exp`."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[bytes, tuple[str, Identity]] = OrderedDict()
+
+    def get(self, token: bytes, now: float) -> tuple[str, Identity] | None:
+        if not self.size:
+            return None
+        key = hashlib.sha256(token).digest()
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires_at = entry[1].expires_at
+        if expires_at is not None and expires_at <= now:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def put(self, token: bytes, issuer_name: str, identity: Identity) -> None:
+        if not self.size:
+            return
+        self._entries[hashlib.sha256(token).digest()] = (issuer_name, identity)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
+class AuthenticationLayer:
+    name = LAYER
+
+    def __init__(
+        self,
+        config: AuthConfig,
+        issuers: dict[str, Issuer],
+        api_keys: ApiKeys | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.issuers = issuers
+        self.api_keys = api_keys
+        self.tokens = TokenCache(config.token_cache_size)
+        self.clock = clock
+
+    def check_head(self, exchange: Exchange) -> Awaitable[None] | None:
+        route = exchange.route
+        assert route is not None
+        auth = route.route.auth
+        if auth.public:
+            return None
+        bearer, api_key_values = self._credentials(exchange, auth)
+        if bearer is not None and "jwt" in auth.methods:
+            return self._authenticate_token(exchange, auth, bearer)
+        if api_key_values and "api_key" in auth.methods and self.api_keys is not None:
+            self._authenticate_api_key(exchange, auth, api_key_values)
+            return None
+        if bearer is not None or api_key_values:
+            raise _unauthorized(
+                auth, "the credentials are not accepted on this route", invalid=True
+            )
+        if auth.optional:
+            return None
+        raise _unauthorized(auth, "credentials are missing", invalid=False)
+
+    def _credentials(self, exchange: Exchange, auth: RouteAuth) -> tuple[bytes | None, list[bytes]]:
+        authorization = []
+        api_key_values = []
+        key_header = self.api_keys.header if self.api_keys is not None else None
+        for name, value in exchange.headers:
+            lower = name.lower()
+            if lower == b"authorization":
+                authorization.append(value)
+            elif lower == key_header:
+                api_key_values.append(value)
+        if len(authorization) > 1:
+            raise _unauthorized(auth, "more than one Authorization header", invalid=True)
+        bearer = None
+        if authorization:
+            value = authorization[0]
+            if value[:7].lower() != _BEARER:
+                raise _unauthorized(auth, "the Authorization scheme is not Bearer", invalid=True)
+            bearer = value[7:].strip(b" \t")
+        if api_key_values and key_header is not None:
+            # The upstream never needs the key itself.
+            exchange.forward_headers = [
+                (n, v) for n, v in exchange.forward_headers if n.lower() != key_header
+            ]
+        return bearer, api_key_values
+
+    def _authenticate_api_key(
+        self, exchange: Exchange, auth: RouteAuth, values: list[bytes]
+    ) -> None:
+        assert self.api_keys is not None
+        try:
+            exchange.identity = self.api_keys.verify(read_api_key(values))
+        except ApiKeyInvalid as exc:
+            raise _unauthorized(auth, f"API key rejected: {exc.reason}", invalid=True) from None
+
+    def _authenticate_token(
+        self, exchange: Exchange, auth: RouteAuth, token: bytes
+    ) -> Awaitable[None] | None:
+        now = self.clock()
+        cached = self.tokens.get(token, now)
+        allowed = auth.issuers or tuple(self.issuers)
+        if cached is not None and cached[0] in allowed:
+            exchange.identity = cached[1]
+            return None
+        issuer = self._issuer_for(token, allowed, auth)
+        try:
+            exchange.identity = self._verify(token, issuer, _CachedKeyLookup(issuer.keys), now)
+        except _KeysNeeded as need:
+            return self._verify_after_fetch(exchange, auth, token, issuer, need)
+        except TokenInvalid as exc:
+            raise _unauthorized(auth, f"token rejected: {exc.reason}", invalid=True) from None
+        return None
+
+    async def _verify_after_fetch(
+        self, exchange: Exchange, auth: RouteAuth, token: bytes, issuer: Issuer, need: _KeysNeeded
+    ) -> None:
+        keys = await issuer.keys.keys_for(need.kid, need.alg)
+        try:
+            exchange.identity = self._verify(token, issuer, StaticKeySet(keys), self.clock())
+        except TokenInvalid as exc:
+            raise _unauthorized(auth, f"token rejected: {exc.reason}", invalid=True) from None
+
+    def _verify(self, token: bytes, issuer: Issuer, keys: KeyLookup, now: float) -> Identity:
+        verified = verify_compact(token, keys, issuer.algorithms)
+        claims = validate_claims(verified.payload, issuer.rules, now)
+        if not claims.subject:
+            raise TokenInvalid("the token has no sub claim")
+        identity = Identity(
+            subject=claims.subject,
+            method="jwt",
+            issuer=claims.issuer,
+            key_id=verified.kid,
+            roles=claim_strings(claims.raw, self.config.claims.roles),
+            scopes=claim_strings(claims.raw, self.config.claims.scopes),
+            claims=claims.raw,
+            expires_at=claims.expires_at,
+            jti=claims.jti,
+        )
+        self.tokens.put(token, issuer.name, identity)
+        return identity
+
+    def _issuer_for(self, token: bytes, allowed: Sequence[str], auth: RouteAuth) -> Issuer:
+        """Pick the issuer named by the token's (not yet verified) iss claim."""
+        if len(allowed) == 1:
+            return self.issuers[allowed[0]]
+        try:
+            payload = decode_base64url(token.split(b".")[1].decode("ascii"))
+            iss = load_json_object(payload, "token payload").get("iss")
+        except (IndexError, UnicodeDecodeError, ValueError, JsonInvalid):
+            raise _unauthorized(auth, "token rejected: malformed token", invalid=True) from None
+        for name in allowed:
+            issuer = self.issuers[name]
+            if issuer.config.issuer == iss:
+                return issuer
+        raise _unauthorized(auth, "token rejected: issuer not accepted on this route", invalid=True)
+
+
+def _unauthorized(auth: RouteAuth, reason: str, *, invalid: bool) -> Unauthorized:
+    """Build a 401 with the challenge RFC 6750 asks for, and the reason for the log."""
+    challenges = []
+    if "jwt" in auth.methods:
+        challenge = 'Bearer realm="ringwall"'
+        if invalid:
+            challenge += ', error="invalid_token"'
+        challenges.append(challenge)
+    if "api_key" in auth.methods:
+        challenges.append('ApiKey realm="ringwall"')
+    return Unauthorized(LAYER, reason, headers=(("WWW-Authenticate", ", ".join(challenges)),))

@@ -1,0 +1,80 @@
+"""Authorization: what a verified identity may do on a route.
+
+Each `authorize` rule of a route applies to the methods it lists (all when
+it lists none), and a request must satisfy every rule that applies: the
+roles and scopes it names (any-of or all-of) and ownership, where a path
+parameter must equal a claim or be one of its values. A failure is 403 for
+an identity and 401 for an anonymous caller of a route with optional
+authentication. The client learns only that it is not allowed; the log
+records which requirement failed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ringwall.config.model import AuthorizeRule, RoleRule
+from ringwall.errors import Forbidden, Unauthorized
+from ringwall.gateway.identity import Identity, claim_at
+
+if TYPE_CHECKING:
+    from ringwall.exchange import Exchange
+
+LAYER = "authorization"
+_NOT_ALLOWED = "the caller is not allowed to make this request"
+
+
+class AuthorizationLayer:
+    name = LAYER
+
+    def check_head(self, exchange: Exchange) -> None:
+        route = exchange.route
+        assert route is not None
+        rules = route.route.authorize
+        if not rules:
+            return
+        for rule in rules:
+            if rule.methods and exchange.method not in rule.methods:
+                continue
+            identity = exchange.identity
+            if identity is None:
+                raise Unauthorized(
+                    LAYER,
+                    "credentials are required for this request",
+                    headers=(("WWW-Authenticate", 'Bearer realm="ringwall"'),),
+                )
+            problem = _unmet(rule, identity, exchange.params)
+            if problem:
+                raise Forbidden(LAYER, problem, detail=_NOT_ALLOWED)
+
+
+def _unmet(rule: AuthorizeRule, identity: Identity, params: dict[str, str]) -> str:
+    """Return which requirement of `rule` the identity does not meet, or ""."""
+    problem = _missing(rule.roles, identity.roles, "role")
+    if problem:
+        return problem
+    problem = _missing(rule.scopes, identity.scopes, "scope")
+    if problem:
+        return problem
+    owner = rule.owner
+    if owner is not None:
+        value = params.get(owner.param)
+        claim = claim_at(identity.claims, owner.claim)
+        owned = (
+            claim == value
+            if isinstance(claim, str)
+            else (isinstance(claim, list | tuple) and value in claim)
+        )
+        if value is None or not owned:
+            return (
+                f"path parameter {owner.param} is not in claim {owner.claim} of {identity.subject}"
+            )
+    return ""
+
+
+def _missing(rule: RoleRule, granted: frozenset[str], kind: str) -> str:
+    if rule.all_of and not granted.issuperset(rule.all_of):
+        return f"missing {kind}s: {', '.join(sorted(set(rule.all_of) - granted))}"
+    if rule.any_of and granted.isdisjoint(rule.any_of):
+        return f"needs one {kind} of: {', '.join(rule.any_of)}"
+    return ""

@@ -1,0 +1,84 @@
+"""The verified identity of a caller, and the header fields that carry it upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# Bytes a header value may carry as they are: visible ASCII and space. Any
+# other byte (CR, LF, NUL, other controls, non-ASCII) is percent-encoded, so
+# a claim value can never split or end a header line towards the upstream.
+_SAFE = frozenset(range(0x20, 0x7F)) - {ord("%")}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who made a request, as proven to the authentication layer.
+
+    `method` is "jwt" or "api_key". `key_id` is the API key id or the
+    token's kid. `claims` are the token's claims, or for an API key the
+    owner as `sub`.
+    """
+
+    subject: str
+    method: str
+    issuer: str | None
+    key_id: str | None
+    roles: frozenset[str]
+    scopes: frozenset[str]
+    claims: Mapping[str, object]
+    expires_at: float | None = None
+    jti: str | None = None
+
+
+def encode_header_value(text: str) -> bytes:
+    """Encode text for a header value: UTF-8, with unsafe bytes as %XX."""
+    raw = text.encode("utf-8", "surrogatepass")
+    if all(byte in _SAFE for byte in raw):
+        return raw
+    return b"".join(bytes([byte]) if byte in _SAFE else b"%%%02X" % byte for byte in raw)
+
+
+def identity_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
+    """Return the fields that tell the upstream who the caller is.
+
+    Client-sent fields with these names are removed before forwarding (every
+    `X-Ringwall-*` field is gateway-owned), so an upstream can trust them.
+    """
+    fields = [
+        (b"X-Ringwall-Subject", encode_header_value(identity.subject)),
+        (b"X-Ringwall-Auth-Method", identity.method.encode("ascii")),
+    ]
+    if identity.issuer:
+        fields.append((b"X-Ringwall-Issuer", encode_header_value(identity.issuer)))
+    if identity.key_id:
+        fields.append((b"X-Ringwall-Key-Id", encode_header_value(identity.key_id)))
+    if identity.roles:
+        fields.append((b"X-Ringwall-Roles", encode_header_value(",".join(sorted(identity.roles)))))
+    if identity.scopes:
+        fields.append(
+            (b"X-Ringwall-Scopes", encode_header_value(" ".join(sorted(identity.scopes))))
+        )
+    return fields
+
+
+def claim_at(claims: Mapping[str, object], path: str) -> object:
+    """Return the claim at a dotted path such as "realm_access.roles", or None."""
+    value: object = claims
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def claim_strings(claims: Mapping[str, object], paths: tuple[str, ...]) -> frozenset[str]:
+    """Collect strings from claims that are lists of strings or space-separated strings."""
+    found: set[str] = set()
+    for path in paths:
+        value = claim_at(claims, path)
+        if isinstance(value, str):
+            found.update(value.split())
+        elif isinstance(value, list | tuple):
+            found.update(item for item in value if isinstance(item, str))
+    return frozenset(found)
