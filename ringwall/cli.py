@@ -11,6 +11,7 @@ from ringwall.config.load import load_config
 from ringwall.config.types import parse_listen_address
 from ringwall.errors import ConfigError
 from ringwall.keys_cli import add_keys_parser, run_keys
+from ringwall.token_cli import add_token_parser, run_token
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", required=True, type=Path, help="YAML configuration file")
 
     add_keys_parser(commands)
+    add_token_parser(commands)
 
     demo = commands.add_parser("demo", help="run the demo backend with the gateway in front of it")
     demo.add_argument(
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return check(arguments.config)
     if arguments.command == "keys":
         return run_keys(arguments)
+    if arguments.command == "token":
+        return run_token(arguments)
     if arguments.command == "run":
         from ringwall.server.supervisor import Overrides, serve
 

@@ -85,9 +85,11 @@ class Runtime:
         self.pipeline = Pipeline(
             [
                 RoutingLayer(self.router),
+                # A declared body over the limit is refused before any credential
+                # is checked, as nginx does with client_max_body_size.
+                BodyLimitLayer(self.limits.max_body_bytes),
                 AuthenticationLayer(config.auth, issuers, api_keys),
                 AuthorizationLayer(),
-                BodyLimitLayer(self.limits.max_body_bytes),
             ]
         )
 

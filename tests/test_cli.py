@@ -87,6 +87,7 @@ def test_demo_serves(tmp_path: Path) -> None:
         [sys.executable, "-m", "ringwall", "demo", "--listen", f"127.0.0.1:{port}"],
         stdout=stdout,
         stderr=subprocess.STDOUT,
+        cwd=tmp_path,  # the demo keeps its state in .ringwall/ here
     )
     try:
         deadline = time.monotonic() + 15
@@ -103,5 +104,6 @@ def test_demo_serves(tmp_path: Path) -> None:
         assert process.wait(15) == 0
         stdout.close()
     output = (tmp_path / "stdout").read_text()
+    assert (tmp_path / ".ringwall" / "issuer-key.pem").is_file()
     assert "curl" in output
     assert '"route":"products"' in output

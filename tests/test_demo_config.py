@@ -1,19 +1,26 @@
 """The bundled demo configuration, in front of the demo backend."""
 
+import base64
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from ringwall.config import load_config
 from ringwall.demo.backend import DemoBackend
+from ringwall.demo.idp import DemoIdentityProvider
+from ringwall.demo.issuer import DemoIssuer, load_or_create_issuer
 from ringwall.demo.runner import DEMO_CONFIG
 from tests.support.backend_thread import running_backend
-from tests.support.client import RawClient, request
+from tests.support.client import RawClient, Response, request
 from tests.support.gateway_thread import GatewayThread, running_gateway
+from tests.support.loop_thread import running_loop
+from tests.support.tokens import b64, hs256_token
 
 TWO_MB = 2 * 1000 * 1000
 
@@ -30,12 +37,27 @@ def backend() -> Iterator[DemoBackend]:
 
 
 @pytest.fixture
-def gateway(backend: DemoBackend, tmp_path: Path) -> Iterator[GatewayThread]:
-    config = load_config(
-        DEMO_CONFIG, {**os.environ, "DEMO_BACKEND_URL": f"http://127.0.0.1:{backend.port}"}
-    )
-    with running_gateway(config, tmp_path) as server:
-        yield server
+def issuer(tmp_path: Path) -> DemoIssuer:
+    return load_or_create_issuer(tmp_path / "state")
+
+
+@pytest.fixture
+def gateway(backend: DemoBackend, issuer: DemoIssuer, tmp_path: Path) -> Iterator[GatewayThread]:
+    with running_loop("demo-idp") as loop_thread:
+        idp = DemoIdentityProvider(issuer.state_dir)
+        loop_thread.run(idp.start())
+        environ = {
+            **os.environ,
+            "DEMO_BACKEND_URL": f"http://127.0.0.1:{backend.port}",
+            "DEMO_IDP_URL": f"http://127.0.0.1:{idp.port}",
+            "DEMO_STATE_DIR": str(issuer.state_dir),
+        }
+        config = load_config(DEMO_CONFIG, environ)
+        try:
+            with running_gateway(config, tmp_path) as server:
+                yield server
+        finally:
+            loop_thread.run(idp.stop())
 
 
 def test_products_served(gateway: GatewayThread) -> None:
@@ -53,9 +75,12 @@ def test_unknown_path_problem(gateway: GatewayThread, backend: DemoBackend) -> N
     assert requests_except_health(backend) == []
 
 
-def test_account_template_route(gateway: GatewayThread) -> None:
+def test_account_template_route(gateway: GatewayThread, issuer: DemoIssuer) -> None:
+    token = issuer.mint("alice", accounts=("acc-1001",)).encode()
     response = request(
-        gateway.port, b"GET /api/accounts/acc-1001/transactions HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        gateway.port,
+        b"GET /api/accounts/acc-1001/transactions HTTP/1.1\r\nHost: localhost\r\n"
+        b"Authorization: Bearer %b\r\n\r\n" % token,
     )
     assert response.status == 200
     assert gateway.access_records()[-1]["route"] == "account-transactions"
@@ -74,10 +99,14 @@ def test_large_order_with_length(gateway: GatewayThread, backend: DemoBackend) -
     assert requests_except_health(backend) == []
 
 
-def test_large_order_chunked(gateway: GatewayThread, backend: DemoBackend) -> None:
+def test_large_order_chunked(
+    gateway: GatewayThread, backend: DemoBackend, issuer: DemoIssuer
+) -> None:
+    token = issuer.mint("alice", roles=("customer",)).encode()
     with RawClient(gateway.port) as client:
         client.send(
-            b"POST /api/orders HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"POST /api/orders HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+            b"Authorization: Bearer %b\r\n\r\n" % token
         )
         chunk = b"%x\r\n%b\r\n" % (100_000, b"{" * 100_000)
         try:
@@ -113,3 +142,45 @@ def test_forged_forwarded_for_replaced(gateway: GatewayThread) -> None:
     ]
     assert values == ["127.0.0.1"]
     assert "203.0.113.9" not in response.body.decode()
+
+
+def get(gateway: GatewayThread, path: str, token: str | None = None) -> Response:
+    auth = b"Authorization: Bearer %b\r\n" % token.encode() if token else b""
+    return request(
+        gateway.port, b"GET %b HTTP/1.1\r\nHost: localhost\r\n%b\r\n" % (path.encode(), auth)
+    )
+
+
+def test_demo_policy(gateway: GatewayThread, issuer: DemoIssuer) -> None:
+    customer = issuer.mint("alice", roles=("customer",), accounts=("acc-1001",))
+    assert get(gateway, "/api/orders").status == 401
+    assert get(gateway, "/api/orders", issuer.mint("alice", ttl=-120)).status == 401
+    assert get(gateway, "/api/orders", issuer.mint("alice", audience="other")).status == 401
+    assert get(gateway, "/api/admin/users", customer).status == 403
+    assert get(gateway, "/api/accounts/acc-2002", customer).status == 403
+    assert get(gateway, "/api/accounts/acc-1001", customer).status == 200
+    assert get(gateway, "/api/admin/users", issuer.mint("root", roles=("admin",))).status == 200
+
+
+def test_demo_rejects_forged_algorithms(gateway: GatewayThread, issuer: DemoIssuer) -> None:
+    header = b64(json.dumps({"alg": "none", "kid": issuer.kid}).encode())
+    claims = json.loads(base64.urlsafe_b64decode(issuer.mint("alice").split(".")[1] + "=="))
+    payload = b64(json.dumps(claims).encode())
+    assert get(gateway, "/api/orders", f"{header}.{payload}.").status == 401
+    public_pem = issuer.public_keys()[0].public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    forged = hs256_token(public_pem.decode(), header={"kid": issuer.kid}, **claims)
+    assert get(gateway, "/api/orders", forged).status == 401
+
+
+def test_demo_echo_identity(gateway: GatewayThread, issuer: DemoIssuer) -> None:
+    token = issuer.mint("alice", roles=("customer",)).encode()
+    response = request(
+        gateway.port,
+        b"GET /api/echo HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %b\r\n"
+        b"X-Ringwall-Subject: root\r\nX-Ringwall-Roles: admin\r\n\r\n" % token,
+    )
+    headers = [(name.lower(), value) for name, value in response.json()["headers"]]
+    assert [v for n, v in headers if n == "x-ringwall-subject"] == ["alice"]
+    assert [v for n, v in headers if n == "x-ringwall-roles"] == ["customer"]

@@ -239,6 +239,7 @@ class DemoApi:
             route(r"/api/accounts/(?P<id>[^/]+)/transactions", "GET", self._list_transactions),
             route(r"/api/admin/users", "GET", self._list_admin_users),
             route(r"/api/admin/audit", "GET", self._list_audit_events),
+            route(r"/api/partner/rates", "GET", self._partner_rates),
             route(r"/api/echo(?:/.*)?", None, self._echo),
             route(r"/api/stream", "GET", self._stream),
             route(r"/api/slow", "GET", self._slow),
@@ -308,6 +309,10 @@ class DemoApi:
 
     async def _list_audit_events(self, call: _Call) -> Outcome:
         return json_reply(200, {"events": list(data.AUDIT_EVENTS)})
+
+    async def _partner_rates(self, call: _Call) -> Outcome:
+        # Exchange rates for partners; the gateway admits only callers with an API key.
+        return json_reply(200, {"base": "EUR", "rates": {"USD": "1.0842", "GBP": "0.8571"}})
 
     async def _echo(self, call: _Call) -> Outcome:
         request = call.request

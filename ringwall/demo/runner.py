@@ -1,4 +1,9 @@
-"""`ringwall demo`: the demo backend plus the gateway in front of it, on loopback."""
+"""`ringwall demo`: the demo backend and identity provider, and the gateway in front, on loopback.
+
+State that `ringwall token` and `ringwall keys` share with the running demo
+(the issuer key, the API key file) lives in `.ringwall/` in the working
+directory, created on first run.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import time
 from pathlib import Path
 
 from ringwall.config.types import format_listen_address
+from ringwall.demo.issuer import DEFAULT_STATE_DIR, load_or_create_issuer
 from ringwall.server.supervisor import Overrides, bind_socket, serve
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "demo" / "ringwall.yaml"
@@ -34,28 +40,52 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> bool:
     return False
 
 
-def _banner(gateway: str, backend_url: str) -> str:
+def _banner(gateway: str, backend_url: str, idp_url: str, state_dir: Path) -> str:
     base = f"http://{gateway}"
     return f"""
 Ringwall demo
-  gateway:  {base}  (config {DEMO_CONFIG})
-  backend:  {backend_url}  (demo fintech API)
+  gateway:   {base}  (config {DEMO_CONFIG})
+  backend:   {backend_url}  (demo fintech API)
+  issuer:    {idp_url}/.well-known/jwks.json  (demo identity provider)
+  state:     {state_dir}  (issuer key, API key file)
   access log: JSON lines on stdout; errors on stderr
 
 Try:
-  curl -i {base}/api/products
-  curl -i {base}/api/accounts/acc-1001/transactions
-  curl -i {base}/api/nowhere                                # 404, problem+json
-  curl -i '{base}/api/echo?q=1' -H 'X-Forwarded-For: 203.0.113.9'
+  curl -i {base}/api/products                                   # public
+  curl -i {base}/api/orders                                     # 401 without a token
+  TOKEN=$(ringwall token --sub alice --role customer --accounts acc-1001)
+  curl -i {base}/api/accounts/acc-1001 -H "Authorization: Bearer $TOKEN"   # 200, own account
+  curl -i {base}/api/accounts/acc-2002 -H "Authorization: Bearer $TOKEN"   # 403
+  curl -i {base}/api/admin/users -H "Authorization: Bearer $TOKEN"         # 403, needs admin
+  curl -s {base}/api/echo -H "Authorization: Bearer $TOKEN" -H 'X-Ringwall-Subject: root'
+  KEY=$(ringwall keys create --owner partner-1 --role partner | sed -n 's/^API key: //p')
+  curl -i {base}/api/partner/rates -H "X-API-Key: $KEY"
   head -c 2000000 /dev/zero | curl -i --data-binary @- {base}/api/orders   # 413
-  curl -i --path-as-is '{base}/api/../etc/passwd'           # 400
+  curl -i --path-as-is '{base}/api/../etc/passwd'               # 400
 
+Run ringwall token and ringwall keys from this directory, so they use {state_dir}.
 Press Ctrl-C to stop.
 """
 
 
-def run_demo(listen: tuple[str, int], workers: int) -> int:
-    """Start the demo backend on a free loopback port, then the gateway; return the exit code."""
+def _start_process(module: str, *arguments: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    command = [sys.executable, "-m", module, "--listen", f"127.0.0.1:{port}", *arguments]
+    process = subprocess.Popen(command)  # noqa: S603 - fixed arguments, no user input
+    return process, port
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run_demo(listen: tuple[str, int], workers: int, state_dir: Path = DEFAULT_STATE_DIR) -> int:
+    """Start the demo backend and identity provider, then the gateway; return the exit code."""
     if not DEMO_CONFIG.is_file():
         print(f"demo configuration not found at {DEMO_CONFIG}", file=sys.stderr)
         return 1
@@ -69,20 +99,28 @@ def run_demo(listen: tuple[str, int], workers: int) -> int:
             file=sys.stderr,
         )
         return 1
-    port = _free_port()
-    backend_url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "ringwall.demo.backend", "--listen", f"127.0.0.1:{port}"]
-    backend = subprocess.Popen(command)  # noqa: S603 - fixed arguments, no user input
+    state_dir = state_dir.resolve()
+    load_or_create_issuer(state_dir)  # the key that `ringwall token` signs with
+    processes = []
     try:
-        if not _wait_for_port(port, backend):
-            print("the demo backend did not start", file=sys.stderr)
-            return 1
+        backend, backend_port = _start_process("ringwall.demo.backend")
+        processes.append(backend)
+        idp, idp_port = _start_process("ringwall.demo.idp", "--state", str(state_dir))
+        processes.append(idp)
+        for process, port, name in (
+            (backend, backend_port, "backend"),
+            (idp, idp_port, "identity provider"),
+        ):
+            if not _wait_for_port(port, process):
+                print(f"the demo {name} did not start", file=sys.stderr)
+                return 1
+        backend_url = f"http://127.0.0.1:{backend_port}"
+        idp_url = f"http://127.0.0.1:{idp_port}"
         os.environ["DEMO_BACKEND_URL"] = backend_url
-        print(_banner(format_listen_address(listen), backend_url), flush=True)
+        os.environ["DEMO_IDP_URL"] = idp_url
+        os.environ["DEMO_STATE_DIR"] = str(state_dir)
+        print(_banner(format_listen_address(listen), backend_url, idp_url, state_dir), flush=True)
         return serve(DEMO_CONFIG, Overrides(listen=listen, workers=workers))
     finally:
-        backend.terminate()
-        try:
-            backend.wait(5)
-        except subprocess.TimeoutExpired:
-            backend.kill()
+        for process in processes:
+            _stop(process)

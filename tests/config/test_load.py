@@ -184,7 +184,8 @@ def test_load_config_not_utf8(tmp_path: Path) -> None:
             "path",
         ),
         (
-            UPSTREAM + "routes:\n  - path: /\n    upstream: api\n    auth: none\n    method: [GET]\n",
+            UPSTREAM
+            + "routes:\n  - path: /\n    upstream: api\n    auth: none\n    method: [GET]\n",
             "routes[0].method",
             "methods",
         ),
@@ -215,7 +216,10 @@ def test_unknown_key_truncated() -> None:
 
 
 def test_route_unknown_upstream() -> None:
-    text = UPSTREAM + "routes:\n  - path: /a\n    upstream: api\n    auth: none\n  - path: /b\n    upstream: apj\n    auth: none\n"
+    text = (
+        UPSTREAM
+        + "routes:\n  - path: /a\n    upstream: api\n    auth: none\n  - path: /b\n    upstream: apj\n    auth: none\n"
+    )
 
     issue = issue_at(issues_of(text), "routes[1].upstream")
 
@@ -224,7 +228,10 @@ def test_route_unknown_upstream() -> None:
 
 
 def test_route_upstream_none_defined() -> None:
-    issue = issue_at(issues_of("routes:\n  - path: /a\n    upstream: api\n    auth: none\n"), "routes[0].upstream")
+    issue = issue_at(
+        issues_of("routes:\n  - path: /a\n    upstream: api\n    auth: none\n"),
+        "routes[0].upstream",
+    )
 
     assert "none defined" in issue.message
 
@@ -236,7 +243,10 @@ def test_route_upstream_missing_key() -> None:
 
 
 def test_errors_reported_together() -> None:
-    text = UPSTREAM + "server:\n  listn: 127.0.0.1:80\nroutes:\n  - path: /\n    upstream: nope\n    auth: none\n"
+    text = (
+        UPSTREAM
+        + "server:\n  listn: 127.0.0.1:80\nroutes:\n  - path: /\n    upstream: nope\n    auth: none\n"
+    )
 
     issues = issues_of(text)
 
@@ -245,7 +255,10 @@ def test_errors_reported_together() -> None:
 
 
 def test_error_message_lists_issues() -> None:
-    text = UPSTREAM + "server:\n  listn: 127.0.0.1:80\nroutes:\n  - path: /\n    upstream: nope\n    auth: none\n"
+    text = (
+        UPSTREAM
+        + "server:\n  listn: 127.0.0.1:80\nroutes:\n  - path: /\n    upstream: nope\n    auth: none\n"
+    )
 
     with pytest.raises(ConfigError) as caught:
         parse_config(text, {})
@@ -341,7 +354,10 @@ def test_env_missing_names_path() -> None:
 
 
 def test_env_missing_in_route_list() -> None:
-    text = UPSTREAM + "routes:\n  - path: /a\n    upstream: api\n    auth: none\n    hosts: [a.com, '${HOST}']\n"
+    text = (
+        UPSTREAM
+        + "routes:\n  - path: /a\n    upstream: api\n    auth: none\n    hosts: [a.com, '${HOST}']\n"
+    )
 
     issues = issues_of(text)
 
