@@ -11,6 +11,7 @@ from ringwall.config.load import load_config
 from ringwall.config.types import parse_listen_address
 from ringwall.errors import ConfigError
 from ringwall.keys_cli import add_keys_parser, run_keys
+from ringwall.revoke_cli import add_revoke_parser, run_revoke
 from ringwall.token_cli import add_token_parser, run_token
 
 
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_keys_parser(commands)
     add_token_parser(commands)
+    add_revoke_parser(commands)
 
     demo = commands.add_parser("demo", help="run the demo backend with the gateway in front of it")
     demo.add_argument(
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_keys(arguments)
     if arguments.command == "token":
         return run_token(arguments)
+    if arguments.command == "revoke":
+        return run_revoke(arguments)
     if arguments.command == "run":
         from ringwall.server.supervisor import Overrides, serve
 

@@ -20,6 +20,7 @@ from ringwall.gateway.auth.api_keys import (
     KeyFileError,
     is_key_id,
 )
+from ringwall.revoke_cli import record_admin_action
 
 DEFAULT_KEY_FILE = Path(".ringwall") / "api-keys.json"
 
@@ -137,6 +138,7 @@ def _create(arguments: argparse.Namespace, path: Path, now: float) -> None:
         raise _UsageError(_name_option(str(exc))) from None
     _make_private_directory(path.parent)
     store.save(path)
+    record_admin_action(path.parent / "audit.log", "api_key.created", record.id, now)
     print(f"key id:  {record.id}")
     print(f"API key: {key.reveal()}")
     print("This API key will not be shown again. Store it now, because the file keeps only a hash.")
@@ -210,6 +212,7 @@ def _revoke(arguments: argparse.Namespace, path: Path, now: float) -> None:
     except ValueError as exc:
         raise _UsageError(f"{exc}, so nothing changed") from None
     store.save(path)
+    record_admin_action(path.parent / "audit.log", "api_key.revoked", record.id, now)
     print(f"revoked API key {record.id} of owner {record.owner}")
 
 

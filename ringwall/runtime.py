@@ -13,9 +13,11 @@ import secrets
 from collections.abc import Coroutine
 from typing import Any
 
+from ringwall.audit import AuditLog, JsonLinesAuditSink
 from ringwall.config.model import Config, IssuerConfig
 from ringwall.edge.client_ip import ClientAddressResolver
 from ringwall.exchange import Exchange
+from ringwall.gateway.auditing import AuditLayer
 from ringwall.gateway.auth.jwk import VerificationKey, verification_key
 from ringwall.gateway.auth.jwks_cache import JwksCache
 from ringwall.gateway.auth.jws import StaticKeySet
@@ -24,6 +26,7 @@ from ringwall.gateway.authentication import ApiKeys, AuthenticationLayer, Issuer
 from ringwall.gateway.authorization import AuthorizationLayer
 from ringwall.gateway.body_limit import BodyLimitLayer
 from ringwall.gateway.identity import identity_headers
+from ringwall.gateway.revocation import RevocationList
 from ringwall.gateway.routing import Router, RoutingLayer
 from ringwall.http.headers import GATEWAY_OWNED, canonical_name
 from ringwall.pipeline import Pipeline
@@ -82,14 +85,26 @@ class Runtime:
             name: self._issuer(name, issuer, loop) for name, issuer in config.auth.issuers.items()
         }
         api_keys = ApiKeys(config.auth.api_keys) if config.auth.api_keys is not None else None
+        revocations = (
+            RevocationList(config.auth.revocations.file)
+            if config.auth.revocations is not None
+            else None
+        )
+        audit = config.logging.audit
+        self.audit: AuditLog | None = None
+        if audit.destination != "off":
+            self.audit = AuditLog(
+                JsonLinesAuditSink(audit.destination), on_failure=audit.on_failure
+            )
         self.pipeline = Pipeline(
             [
                 RoutingLayer(self.router),
                 # A declared body over the limit is refused before any credential
                 # is checked, as nginx does with client_max_body_size.
                 BodyLimitLayer(self.limits.max_body_bytes),
-                AuthenticationLayer(config.auth, issuers, api_keys),
+                AuthenticationLayer(config.auth, issuers, api_keys, revocations=revocations),
                 AuthorizationLayer(),
+                *([AuditLayer(self.audit)] if self.audit is not None else []),
             ]
         )
 
@@ -157,6 +172,11 @@ class Runtime:
             parts.append(b"Connection: Upgrade\r\nUpgrade: %b\r\n" % exchange.upgrade)
         parts.append(b"\r\n")
         return b"".join(parts)
+
+    def release(self) -> None:
+        """Close what requests in flight may still use; call once none are left."""
+        if self.audit is not None:
+            self.audit.close()
 
     def close(self) -> None:
         for upstream in self.upstreams.values():

@@ -105,7 +105,7 @@ def test_create_leaves_no_temporary_files(
     file = tmp_path / "keys.json"
     for _ in range(3):
         create_key(capsys, file)
-    assert os.listdir(tmp_path) == ["keys.json"]
+    assert sorted(os.listdir(tmp_path)) == ["audit.log", "keys.json"]
 
 
 def test_create_default_file(
@@ -118,7 +118,7 @@ def test_create_default_file(
     assert Path(".ringwall/api-keys.json") == DEFAULT_KEY_FILE
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert stat.S_IMODE((directory / "api-keys.json").stat().st_mode) == 0o600
-    assert os.listdir(directory) == ["api-keys.json"]
+    assert sorted(os.listdir(directory)) == ["api-keys.json", "audit.log"]
 
 
 def test_create_keeps_existing_directory_mode(
@@ -308,7 +308,9 @@ def test_revoke_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["revoke", "--file", str(file), key_id], now=NOW + 60) == 0
     assert capsys.readouterr().out == f"revoked API key {key_id} of owner alice\n"
     assert stat.S_IMODE(file.stat().st_mode) == 0o600
-    assert os.listdir(tmp_path) == ["keys.json"]
+    assert sorted(os.listdir(tmp_path)) == ["audit.log", "keys.json"]
+    actions = [json.loads(line)["action"] for line in (tmp_path / "audit.log").read_text().splitlines()]
+    assert actions == ["api_key.created", "api_key.revoked"]
 
     store = ApiKeyStore.load(file)
     assert store.list()[0].revoked_at == NOW + 60

@@ -103,9 +103,12 @@ def _check_log_destinations(data: dict[str, Any]) -> list[ConfigIssue]:
     logging = logging if isinstance(logging, dict) else {}
     access = logging.get("access")
     access = access if isinstance(access, dict) else {}
+    audit = logging.get("audit")
+    audit = audit if isinstance(audit, dict) else {}
     destinations = [
         ("logging.destination", logging.get("destination")),
         ("logging.access.destination", access.get("destination")),
+        ("logging.audit.destination", audit.get("destination")),
     ]
     issues = []
     for path, destination in destinations:

@@ -112,6 +112,17 @@ class AccessLogConfig(Model):
     destination: str = "stdout"
 
 
+class AuditLogConfig(Model):
+    """The audit log: one record per decision on audited routes and per auth failure.
+
+    `on_failure` decides what happens to a request whose record cannot be
+    written: `reject` answers 503, `serve` serves it and logs the error.
+    """
+
+    destination: str = "stdout"
+    on_failure: Literal["reject", "serve"] = "serve"
+
+
 class LogConfig(Model):
     """Where logs go: "stdout", "stderr" or a file path."""
 
@@ -121,6 +132,7 @@ class LogConfig(Model):
     ] = "info"
     destination: str = "stderr"
     access: AccessLogConfig = AccessLogConfig()
+    audit: AuditLogConfig = AuditLogConfig()
 
 
 class UpstreamTimeouts(Model):
@@ -291,9 +303,16 @@ class ClaimsConfig(Model):
     scopes: tuple[str, ...] = ("scope", "scp")
 
 
+class RevocationsConfig(Model):
+    """Where revoked tokens (issuer and jti) are listed; `ringwall revoke` writes the file."""
+
+    file: str
+
+
 class AuthConfig(Model):
     issuers: dict[str, IssuerConfig] = Field(default_factory=dict)
     api_keys: ApiKeysConfig | None = None
+    revocations: RevocationsConfig | None = None
     claims: ClaimsConfig = ClaimsConfig()
     token_cache_size: Count = Field(10_000, ge=0, le=1_000_000)
 
@@ -374,6 +393,8 @@ class Route(Model):
     upgrades: tuple[str, ...] = ()
     auth: Annotated[RouteAuth, BeforeValidator(_parse_route_auth)]
     authorize: tuple[AuthorizeRule, ...] = ()
+    # None: audited when the route is not public.
+    audit: bool | None = None
     upstream: str
     max_body_bytes: ByteSize | None = None
 

@@ -31,6 +31,7 @@ from ringwall.gateway.auth.jwk import (
 from ringwall.gateway.auth.jws import KeyLookup, StaticKeySet, TokenInvalid, verify_compact
 from ringwall.gateway.auth.jwt import ClaimRules, validate_claims
 from ringwall.gateway.identity import Identity, claim_strings
+from ringwall.gateway.revocation import RevocationList
 
 if TYPE_CHECKING:
     from ringwall.exchange import Exchange
@@ -175,10 +176,12 @@ class AuthenticationLayer:
         issuers: dict[str, Issuer],
         api_keys: ApiKeys | None,
         clock: Callable[[], float] = time.time,
+        revocations: RevocationList | None = None,
     ) -> None:
         self.config = config
         self.issuers = issuers
         self.api_keys = api_keys
+        self.revocations = revocations
         self.tokens = TokenCache(config.token_cache_size)
         self.clock = clock
 
@@ -243,25 +246,36 @@ class AuthenticationLayer:
         cached = self.tokens.get(token, now)
         allowed = auth.issuers or tuple(self.issuers)
         if cached is not None and cached[0] in allowed:
+            self._check_revoked(cached[1], auth)
             exchange.identity = cached[1]
             return None
         issuer = self._issuer_for(token, allowed, auth)
         try:
-            exchange.identity = self._verify(token, issuer, _CachedKeyLookup(issuer.keys), now)
+            identity = self._verify(token, issuer, _CachedKeyLookup(issuer.keys), now)
         except _KeysNeeded as need:
             return self._verify_after_fetch(exchange, auth, token, issuer, need)
         except TokenInvalid as exc:
             raise _unauthorized(auth, f"token rejected: {exc.reason}", invalid=True) from None
+        self._check_revoked(identity, auth)
+        exchange.identity = identity
         return None
+
+    def _check_revoked(self, identity: Identity, auth: RouteAuth) -> None:
+        if self.revocations is not None and self.revocations.is_revoked(
+            identity.issuer, identity.jti
+        ):
+            raise _unauthorized(auth, "token rejected: the token was revoked", invalid=True)
 
     async def _verify_after_fetch(
         self, exchange: Exchange, auth: RouteAuth, token: bytes, issuer: Issuer, need: _KeysNeeded
     ) -> None:
         keys = await issuer.keys.keys_for(need.kid, need.alg)
         try:
-            exchange.identity = self._verify(token, issuer, StaticKeySet(keys), self.clock())
+            identity = self._verify(token, issuer, StaticKeySet(keys), self.clock())
         except TokenInvalid as exc:
             raise _unauthorized(auth, f"token rejected: {exc.reason}", invalid=True) from None
+        self._check_revoked(identity, auth)
+        exchange.identity = identity
 
     def _verify(self, token: bytes, issuer: Issuer, keys: KeyLookup, now: float) -> Identity:
         verified = verify_compact(token, keys, issuer.algorithms)

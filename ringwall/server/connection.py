@@ -33,6 +33,7 @@ from ringwall.errors import (
     VersionNotSupported,
 )
 from ringwall.exchange import Exchange
+from ringwall.gateway.auditing import record_denial
 from ringwall.gateway.routing import normalize_host
 from ringwall.http.headers import read_request_headers
 from ringwall.http.problem import problem_response
@@ -369,6 +370,9 @@ class ClientConnection(asyncio.Protocol):
     def _reject(self, exchange: Exchange, rejection: Rejection) -> None:
         exchange.layer = rejection.layer
         exchange.reason = rejection.reason
+        audit = exchange.runtime.audit
+        if audit is not None:
+            record_denial(audit, exchange, rejection)
         if self.forwarder is not None and self.forwarder.head_sent:
             exchange.close = True  # the response already started: it can only be cut off
             return

@@ -83,6 +83,9 @@ class Worker:
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.runtime.close()
+        self.runtime.release()
+        for runtime in self.retired:
+            runtime.release()
         self.access_log.close()
         if not self._stopped.done():
             self._stopped.set_result(None)
@@ -106,9 +109,13 @@ class Worker:
         self.runtime.sweep(now)
         for runtime in self.retired:
             runtime.sweep(now)
-        self.retired = [
-            r for r in self.retired if any(p.busy for u in r.upstreams.values() for p in u.pools)
-        ]
+        still_busy = []
+        for runtime in self.retired:
+            if any(pool.busy for upstream in runtime.upstreams.values() for pool in upstream.pools):
+                still_busy.append(runtime)
+            else:
+                runtime.release()
+        self.retired = still_busy
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
 

@@ -265,3 +265,80 @@ def test_token_in_query_not_accepted(setup: Setup) -> None:
 def test_oversized_token_rejected(setup: Setup) -> None:
     huge = "a" * 9000 + "." + base64.urlsafe_b64encode(b"{}").decode() + ".x"
     assert get(setup, "/api/orders", huge).status == 401
+
+
+def test_revoked_token_rejected_within_a_second(tmp_path: Path) -> None:
+    from ringwall.gateway.revocation import RevokedToken, add_revocation
+
+    issuer = RsaIssuer()
+    jwks_path = tmp_path / "jwks.json"
+    jwks_path.write_bytes(issuer.jwks())
+    revocations = tmp_path / "revocations.json"
+    with running_backend() as backend:
+        text = config_text(backend.port, jwks_path, tmp_path / "keys.json").replace(
+            "  api_keys:", f'  revocations:\n    file: "{revocations}"\n  api_keys:'
+        )
+        with running_gateway(text, tmp_path) as gateway:
+            token = issuer.token(**claims(jti="token-1"))
+            first = request(
+                gateway.port,
+                b"GET /api/orders HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer %b\r\n\r\n"
+                % token.encode(),
+            )
+            add_revocation(
+                revocations, RevokedToken(ISSUER, "token-1", time.time() + 300), time.time()
+            )
+            time.sleep(1.1)
+            second = request(
+                gateway.port,
+                b"GET /api/orders HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer %b\r\n\r\n"
+                % token.encode(),
+            )
+    assert first.status == 200
+    assert second.status == 401
+
+
+def test_audit_records_decisions(setup: Setup) -> None:
+    token = setup.issuer.token(**claims("user-9", roles=["customer"], accounts=["acc-1001"]))
+    get(setup, "/api/accounts/acc-1001", token)
+    get(setup, "/api/accounts/acc-2002", token)
+    get(setup, "/api/products")
+    get(setup, "/api/orders")
+    records = [
+        json.loads(line)
+        for line in (setup.gateway.access_log_path.parent / "audit.log").read_text().splitlines()
+    ]
+    assert [(r["decision"], r["path"], r["status"]) for r in records] == [
+        ("allow", "/api/accounts/acc-1001", 0),
+        ("deny", "/api/accounts/acc-2002", 403),
+        ("deny", "/api/orders", 401),
+    ]
+    assert records[0]["subject"] == "user-9"
+    assert records[0]["auth_method"] == "jwt"
+    assert records[1]["layer"] == "authorization"
+    assert records[2]["layer"] == "authentication"
+    assert all(r["request_id"] and r["client_ip"] == "127.0.0.1" for r in records)
+
+
+def test_audit_failure_rejects_when_configured(tmp_path: Path) -> None:
+    issuer = RsaIssuer()
+    jwks_path = tmp_path / "jwks.json"
+    jwks_path.write_bytes(issuer.jwks())
+    with running_backend() as backend:
+        text = config_text(backend.port, jwks_path, tmp_path / "keys.json")
+        text = text.replace("server:\n", "logging:\n  audit: {on_failure: reject}\nserver:\n", 1)
+        with running_gateway(text, tmp_path) as gateway:
+            # Make every audit write fail: point the sink at a closed descriptor.
+            runtime = gateway.worker.runtime if gateway.worker else None
+            assert runtime is not None and runtime.audit is not None
+            gateway.call(runtime.audit.close)
+            token = issuer.token(**claims())
+            blocked = request(
+                gateway.port,
+                b"GET /api/orders HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer %b\r\n\r\n"
+                % token.encode(),
+            )
+            public = request(gateway.port, b"GET /api/products HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert blocked.status == 503
+    assert public.status == 200
+    assert backend.received[-1].target == "/api/products"

@@ -84,9 +84,11 @@ class GatewayThread:
 
 
 def _with_access_log(config: Config, path: Path) -> Config:
-    logging = config.logging.model_copy(
-        update={"access": config.logging.access.model_copy(update={"destination": str(path)})}
+    access = config.logging.access.model_copy(update={"destination": str(path)})
+    audit = config.logging.audit.model_copy(
+        update={"destination": str(path.with_name("audit.log"))}
     )
+    logging = config.logging.model_copy(update={"access": access, "audit": audit})
     return config.model_copy(update={"logging": logging})
 
 

@@ -1,0 +1,79 @@
+"""The audit layer: who did what, when, from where, for every audited decision.
+
+A route is audited when its `audit` setting says so, or by default when it
+is not public. Allowed requests are recorded here, as the last layer, so a
+record that cannot be written can still stop the request (503) when the
+audit log's `on_failure` is `reject`. Refusals are recorded by
+`record_denial` when the rejection is sent: on audited routes, and for
+every authentication or authorization failure on any route.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ringwall.audit import AuditLog, AuditRecord
+from ringwall.errors import Rejection, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from ringwall.exchange import Exchange
+
+LAYER = "audit"
+_AUTH_LAYERS = frozenset({"authentication", "authorization"})
+
+
+def audited(exchange: Exchange) -> bool:
+    route = exchange.route
+    if route is None:
+        return False
+    setting = route.route.audit
+    return not route.route.auth.public if setting is None else setting
+
+
+def _record(
+    exchange: Exchange, decision: str, layer: str, reason: str | None, status: int
+) -> AuditRecord:
+    identity = exchange.identity
+    route = exchange.route
+    return AuditRecord(
+        time=time.time(),
+        request_id=exchange.request_id,
+        subject=identity.subject if identity else None,
+        auth_method=identity.method if identity else None,  # type: ignore[arg-type]
+        key_id=identity.key_id if identity else None,
+        issuer=identity.issuer if identity else None,
+        client_ip=exchange.client_ip,
+        method=exchange.method,
+        path=exchange.path,
+        route=route.name if route else None,
+        decision=decision,  # type: ignore[arg-type]
+        layer=layer,
+        reason=reason,
+        status=status,
+    )
+
+
+class AuditLayer:
+    name = LAYER
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+
+    def check_head(self, exchange: Exchange) -> None:
+        if not audited(exchange):
+            return
+        stored = self.log.record(_record(exchange, "allow", "authorization", None, 0))
+        if not stored and self.log.reject_on_failure:
+            raise ServiceUnavailable(
+                LAYER,
+                "the audit record could not be written",
+                headers=(("Retry-After", "5"),),
+                detail="the request cannot be served right now",
+            )
+
+
+def record_denial(log: AuditLog, exchange: Exchange, rejection: Rejection) -> None:
+    """Record a refused request if its route is audited or an auth layer refused it."""
+    if rejection.layer in _AUTH_LAYERS or audited(exchange):
+        log.record(_record(exchange, "deny", rejection.layer, rejection.reason, rejection.status))

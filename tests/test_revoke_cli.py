@@ -1,0 +1,67 @@
+"""`ringwall revoke`: the revocation file and the audit record it writes."""
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from ringwall.gateway.revocation import RevocationList, parse_revocations
+from ringwall.revoke_cli import add_revoke_parser, run_revoke
+from tests.support.tokens import ISSUER, RsaIssuer, claims
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_revoke_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["revoke", *argv])
+
+
+def test_revoke_by_token(tmp_path: Path) -> None:
+    token = RsaIssuer().token(**claims(jti="j-1"))
+    file = tmp_path / "revocations.json"
+    audit = tmp_path / "audit.log"
+    assert (
+        run_revoke(parse(["--token", token, "--file", str(file), "--audit-log", str(audit)])) == 0
+    )
+    entries = parse_revocations(file.read_text(), "test")
+    assert [(e.issuer, e.jti) for e in entries] == [(ISSUER, "j-1")]
+    assert oct(file.stat().st_mode & 0o777) == "0o600"
+    record = json.loads(audit.read_text())
+    assert record["action"] == "token.revoked"
+    assert RevocationList(str(file)).is_revoked(ISSUER, "j-1")
+    assert not RevocationList(str(file)).is_revoked(ISSUER, "j-2")
+
+
+def test_revoke_by_name_and_expiry(tmp_path: Path) -> None:
+    file = tmp_path / "r.json"
+    args = [
+        "--issuer",
+        "i",
+        "--jti",
+        "old",
+        "--until",
+        "100",
+        "--file",
+        str(file),
+        "--audit-log",
+        str(tmp_path / "a"),
+    ]
+    assert run_revoke(parse(args)) == 0
+    args = [
+        "--issuer",
+        "i",
+        "--jti",
+        "new",
+        "--file",
+        str(file),
+        "--audit-log",
+        str(tmp_path / "a"),
+    ]
+    assert run_revoke(parse(args)) == 0
+    assert [e.jti for e in parse_revocations(file.read_text(), "t")] == ["new"]
+
+
+@pytest.mark.parametrize("argv", [["--issuer", "i"], ["--token", "not-a-token"], []])
+def test_revoke_needs_a_target(tmp_path: Path, argv: list[str]) -> None:
+    assert run_revoke(parse([*argv, "--file", str(tmp_path / "r.json")])) == 2
