@@ -7,9 +7,11 @@ I/O (a Redis round trip, a key fetch) returns an awaitable instead of None,
 and only then does the pipeline await, so purely local layers cost no
 coroutine switch.
 
-Later layers slot in by position in `LAYER_ORDER`: edge checks first (IP
-rules, per-IP limits, WAF), then gateway checks (authentication, per-caller
-limits, validation, authorization), then routing to the upstream.
+Layers before routing run for every request. Layers after it run only on
+the routes they apply to (`applies_to`), so a public route pays nothing for
+authentication. The order: edge checks (IP rules, per-IP limits, WAF),
+routing, the body limit, then gateway checks (authentication, per-caller
+limits, validation, authorization) and the audit record.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ringwall.exchange import Exchange
+    from ringwall.gateway.routing import CompiledRoute
 
 
 class Layer(Protocol):
@@ -29,20 +32,62 @@ class Layer(Protocol):
 
 
 class Pipeline:
-    def __init__(self, layers: Sequence[Layer]) -> None:
-        self.layers = tuple(layers)
+    def __init__(
+        self,
+        before_routing: Sequence[Layer],
+        routing: Layer,
+        after_routing: Sequence[Layer] = (),
+        routes: Sequence[CompiledRoute] = (),
+    ) -> None:
+        self.before_routing = tuple(before_routing)
+        self.routing = routing
+        self.after_routing = tuple(after_routing)
+        for route in routes:
+            route.layers = tuple(layer for layer in self.after_routing if _applies(layer, route))
 
     def check_head(self, exchange: Exchange) -> Awaitable[None] | None:
         """Run every layer; return an awaitable for the rest once a layer needs I/O."""
-        for index, layer in enumerate(self.layers):
+        for index, layer in enumerate(self.before_routing):
             pending = layer.check_head(exchange)
             if pending is not None:
-                return self._finish(pending, index + 1, exchange)
+                return self._continue_before_routing(pending, index + 1, exchange)
+        return self._route_and_check(exchange)
+
+    def _route_and_check(self, exchange: Exchange) -> Awaitable[None] | None:
+        # Routing itself never waits: it only reads the configuration.
+        self.routing.check_head(exchange)
+        route = exchange.route
+        assert route is not None
+        layers = route.layers
+        for index, layer in enumerate(layers):
+            pending = layer.check_head(exchange)
+            if pending is not None:
+                return self._continue(pending, layers[index + 1 :], exchange)
         return None
 
-    async def _finish(self, pending: Awaitable[None], start: int, exchange: Exchange) -> None:
+    async def _continue_before_routing(
+        self, pending: Awaitable[None], start: int, exchange: Exchange
+    ) -> None:
         await pending
-        for layer in self.layers[start:]:
+        for layer in self.before_routing[start:]:
             pending_next = layer.check_head(exchange)
             if pending_next is not None:
                 await pending_next
+        pending_route = self._route_and_check(exchange)
+        if pending_route is not None:
+            await pending_route
+
+    async def _continue(
+        self, pending: Awaitable[None], rest: Sequence[Layer], exchange: Exchange
+    ) -> None:
+        await pending
+        for layer in rest:
+            pending_next = layer.check_head(exchange)
+            if pending_next is not None:
+                await pending_next
+
+
+def _applies(layer: Layer, route: CompiledRoute) -> bool:
+    """Return False only for a layer whose `applies_to` excludes `route`."""
+    applies_to = getattr(layer, "applies_to", None)
+    return applies_to is None or bool(applies_to(route))

@@ -29,7 +29,7 @@ from ringwall.gateway.identity import identity_headers
 from ringwall.gateway.revocation import RevocationList
 from ringwall.gateway.routing import Router, RoutingLayer
 from ringwall.http.headers import GATEWAY_OWNED, canonical_name
-from ringwall.pipeline import Pipeline
+from ringwall.pipeline import Layer, Pipeline
 from ringwall.server.jwks_fetch import JwksSource
 from ringwall.server.upstream import UpstreamRuntime
 
@@ -96,17 +96,16 @@ class Runtime:
             self.audit = AuditLog(
                 JsonLinesAuditSink(audit.destination), on_failure=audit.on_failure
             )
-        self.pipeline = Pipeline(
-            [
-                RoutingLayer(self.router),
-                # A declared body over the limit is refused before any credential
-                # is checked, as nginx does with client_max_body_size.
-                BodyLimitLayer(self.limits.max_body_bytes),
-                AuthenticationLayer(config.auth, issuers, api_keys, revocations=revocations),
-                AuthorizationLayer(),
-                *([AuditLayer(self.audit)] if self.audit is not None else []),
-            ]
-        )
+        after_routing: list[Layer] = [
+            # A declared body over the limit is refused before any credential
+            # is checked, as nginx does with client_max_body_size.
+            BodyLimitLayer(self.limits.max_body_bytes),
+            AuthenticationLayer(config.auth, issuers, api_keys, revocations=revocations),
+            AuthorizationLayer(),
+        ]
+        if self.audit is not None:
+            after_routing.append(AuditLayer(self.audit))
+        self.pipeline = Pipeline([], RoutingLayer(self.router), after_routing, self.router.routes)
 
     def _issuer(self, name: str, config: IssuerConfig, loop: asyncio.AbstractEventLoop) -> Issuer:
         rules = ClaimRules(

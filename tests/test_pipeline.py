@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
+from ringwall.config.model import Route
 from ringwall.errors import NotFound, Rejection
 from ringwall.exchange import Exchange
+from ringwall.gateway.routing import CompiledRoute
 from ringwall.pipeline import Pipeline
 
 
@@ -32,16 +34,66 @@ def make_exchange() -> Exchange:
     return Exchange(no_runtime, "127.0.0.1", 0.0, 0.0)
 
 
+class StubRouting:
+    """Routes every request to one route."""
+
+    name = "routing"
+
+    def __init__(self, route: CompiledRoute, calls: list[str]) -> None:
+        self.route = route
+        self.calls = calls
+
+    def check_head(self, exchange: Exchange) -> None:
+        self.calls.append("routing")
+        exchange.route = self.route
+
+
+class SkippedLayer(RecordingLayer):
+    def applies_to(self, route: CompiledRoute) -> bool:
+        return False
+
+
+def pipeline_of(before: list[Any], after: list[Any], calls: list[str]) -> Pipeline:
+    route = CompiledRoute(Route(path="/", upstream="app", auth="none"), 0)
+    return Pipeline(before, StubRouting(route, calls), after, [route])
+
+
+def test_layers_after_routing_per_route() -> None:
+    calls: list[str] = []
+    pipeline = pipeline_of(
+        [RecordingLayer("edge", calls)],
+        [RecordingLayer("a", calls), SkippedLayer("skipped", calls), RecordingLayer("b", calls)],
+        calls,
+    )
+    assert pipeline.check_head(make_exchange()) is None
+    assert calls == ["edge", "routing", "a", "b"]
+
+
+def test_await_before_routing_continues() -> None:
+    calls: list[str] = []
+    pipeline = pipeline_of(
+        [RecordingLayer("edge", calls, wait=True)],
+        [RecordingLayer("a", calls, wait=True), RecordingLayer("b", calls)],
+        calls,
+    )
+    pending = pipeline.check_head(make_exchange())
+    assert pending is not None
+    asyncio.run(_await(pending))
+    assert calls == ["edge", "routing", "a", "b"]
+
+
 def test_sync_layers_run_in_order() -> None:
     calls: list[str] = []
-    pipeline = Pipeline([RecordingLayer("a", calls), RecordingLayer("b", calls)])
+    pipeline = pipeline_of([RecordingLayer("a", calls), RecordingLayer("b", calls)], [], calls)
     assert pipeline.check_head(make_exchange()) is None
-    assert calls == ["a", "b"]
+    assert calls == ["a", "b", "routing"]
 
 
 def test_rejection_stops_later_layers() -> None:
     calls: list[str] = []
-    pipeline = Pipeline([RecordingLayer("a", calls, reject=True), RecordingLayer("b", calls)])
+    pipeline = pipeline_of(
+        [RecordingLayer("a", calls, reject=True)], [RecordingLayer("b", calls)], calls
+    )
     with pytest.raises(Rejection) as info:
         pipeline.check_head(make_exchange())
     assert info.value.layer == "a"
@@ -50,25 +102,22 @@ def test_rejection_stops_later_layers() -> None:
 
 def test_awaiting_layer_continues_after_io() -> None:
     calls: list[str] = []
-    pipeline = Pipeline(
-        [
-            RecordingLayer("a", calls),
-            RecordingLayer("b", calls, wait=True),
-            RecordingLayer("c", calls, wait=True),
-            RecordingLayer("d", calls),
-        ]
+    pipeline = pipeline_of(
+        [RecordingLayer("a", calls), RecordingLayer("b", calls, wait=True)],
+        [RecordingLayer("c", calls, wait=True), RecordingLayer("d", calls)],
+        calls,
     )
     pending = pipeline.check_head(make_exchange())
     assert pending is not None
     assert calls == ["a", "b"]
     asyncio.run(_await(pending))
-    assert calls == ["a", "b", "c", "d"]
+    assert calls == ["a", "b", "routing", "c", "d"]
 
 
 def test_rejection_after_await() -> None:
     calls: list[str] = []
-    pipeline = Pipeline(
-        [RecordingLayer("a", calls, wait=True), RecordingLayer("b", calls, reject=True)]
+    pipeline = pipeline_of(
+        [RecordingLayer("a", calls, wait=True), RecordingLayer("b", calls, reject=True)], [], calls
     )
     pending = pipeline.check_head(make_exchange())
     assert pending is not None

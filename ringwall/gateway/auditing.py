@@ -18,15 +18,17 @@ from ringwall.errors import Rejection, ServiceUnavailable
 
 if TYPE_CHECKING:
     from ringwall.exchange import Exchange
+    from ringwall.gateway.routing import CompiledRoute
 
 LAYER = "audit"
 _AUTH_LAYERS = frozenset({"authentication", "authorization"})
 
 
 def audited(exchange: Exchange) -> bool:
-    route = exchange.route
-    if route is None:
-        return False
+    return exchange.route is not None and route_audited(exchange.route)
+
+
+def route_audited(route: CompiledRoute) -> bool:
     setting = route.route.audit
     return not route.route.auth.public if setting is None else setting
 
@@ -60,9 +62,10 @@ class AuditLayer:
     def __init__(self, log: AuditLog) -> None:
         self.log = log
 
+    def applies_to(self, route: CompiledRoute) -> bool:
+        return route_audited(route)
+
     def check_head(self, exchange: Exchange) -> None:
-        if not audited(exchange):
-            return
         stored = self.log.record(_record(exchange, "allow", "authorization", None, 0))
         if not stored and self.log.reject_on_failure:
             raise ServiceUnavailable(

@@ -35,6 +35,7 @@ from ringwall.gateway.revocation import RevocationList
 
 if TYPE_CHECKING:
     from ringwall.exchange import Exchange
+    from ringwall.gateway.routing import CompiledRoute
 
 log = logging.getLogger("ringwall.auth")
 
@@ -45,7 +46,7 @@ _KEY_FILE_CHECK_SECONDS = 1.0
 
 
 class KeySource(Protocol):
-    """Keys of one issuer: answered from memory when possible, else after a fetch."""
+    """Keys of one issuer: returned from memory when possible, else after a fetch."""
 
     def cached_keys(self, kid: str | None, alg: str) -> list[VerificationKey] | None: ...
 
@@ -68,7 +69,7 @@ class _KeysNeeded(Exception):
 
 
 class _CachedKeyLookup:
-    """A KeyLookup over an issuer's cached keys that asks for a fetch when they miss."""
+    """A KeyLookup over an issuer's cached keys that raises _KeysNeeded when they miss."""
 
     def __init__(self, source: KeySource) -> None:
         self.source = source
@@ -184,6 +185,9 @@ class AuthenticationLayer:
         self.revocations = revocations
         self.tokens = TokenCache(config.token_cache_size)
         self.clock = clock
+
+    def applies_to(self, route: CompiledRoute) -> bool:
+        return not route.route.auth.public
 
     def check_head(self, exchange: Exchange) -> Awaitable[None] | None:
         route = exchange.route
@@ -313,7 +317,7 @@ class AuthenticationLayer:
 
 
 def _unauthorized(auth: RouteAuth, reason: str, *, invalid: bool) -> Unauthorized:
-    """Build a 401 with the challenge RFC 6750 asks for, and the reason for the log."""
+    """Build a 401 with the challenge that RFC 6750 specifies, and the reason for the log."""
     challenges = []
     if "jwt" in auth.methods:
         challenge = 'Bearer realm="ringwall"'

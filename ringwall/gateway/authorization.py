@@ -19,6 +19,7 @@ from ringwall.gateway.identity import Identity, claim_at
 
 if TYPE_CHECKING:
     from ringwall.exchange import Exchange
+    from ringwall.gateway.routing import CompiledRoute
 
 LAYER = "authorization"
 _NOT_ALLOWED = "the caller is not allowed to make this request"
@@ -26,6 +27,9 @@ _NOT_ALLOWED = "the caller is not allowed to make this request"
 
 class AuthorizationLayer:
     name = LAYER
+
+    def applies_to(self, route: CompiledRoute) -> bool:
+        return bool(route.route.authorize)
 
     def check_head(self, exchange: Exchange) -> None:
         route = exchange.route

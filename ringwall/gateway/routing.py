@@ -16,6 +16,7 @@ from ringwall.errors import BadRequest, MethodNotAllowed, NotFound, excerpt
 
 if TYPE_CHECKING:
     from ringwall.exchange import Exchange
+    from ringwall.pipeline import Layer
 
 LAYER = "routing"
 
@@ -29,6 +30,7 @@ class CompiledRoute:
     __slots__ = (
         "exact_hosts",
         "json_name",
+        "layers",
         "literal_length",
         "match",
         "methods",
@@ -48,6 +50,8 @@ class CompiledRoute:
         self.name = route.name
         self.json_name = json.dumps(route.name)
         self.upstream = route.upstream
+        # The layers after routing that apply to this route; set by the Pipeline.
+        self.layers: tuple[Layer, ...] = ()
         self.path = route.path
         self.match = route.match
         self.methods = frozenset(route.methods)

@@ -8,7 +8,7 @@ invalid header names or values. This module adds the rules llhttp leaves to
 the server (HTTP version, request-target form, Host, size limits) and turns
 every parser error into a 400 problem response on a closed connection.
 
-Pipelined requests are answered strictly in order: a request waits in
+Pipelined requests get their responses strictly in order: a request waits in
 `queue` until the one before it has its whole response written.
 """
 
@@ -35,7 +35,7 @@ from ringwall.errors import (
 from ringwall.exchange import Exchange
 from ringwall.gateway.auditing import record_denial
 from ringwall.gateway.routing import normalize_host
-from ringwall.http.headers import read_request_headers
+from ringwall.http.headers import RequestHeaders, read_request_headers
 from ringwall.http.problem import problem_response
 from ringwall.http.target import split_target
 from ringwall.runtime import valid_request_id
@@ -126,7 +126,7 @@ class ClientConnection(asyncio.Protocol):
             self._upgrade_leftover = data[offset:]
             self._stop_parsing()
             if self.active is None and not self.queue:
-                # The request was already answered without a tunnel (a rejection):
+                # The request already got a response without a tunnel (a rejection):
                 # nothing after it can be parsed, so the connection ends here.
                 self.close()
         except httptools.HttpParserCallbackError as error:
@@ -146,7 +146,7 @@ class ClientConnection(asyncio.Protocol):
                 self.tunnel.transport.write_eof()
             return True
         if self.current is None and (self.active is not None or self.queue):
-            # Complete requests are still answered; the connection closes after them.
+            # Complete requests still get their responses, then the connection closes.
             self.client_done = True
             return True
         return None  # idle, or in the middle of a request that can no longer complete
@@ -266,7 +266,23 @@ class ClientConnection(asyncio.Protocol):
         exchange.content_length = found.content_length
         exchange.chunked = found.chunked
         exchange.has_body = found.chunked or bool(found.content_length)
-        addresses = runtime.client_addresses
+
+        self._identify_client(exchange, found)
+        self._check_framing(exchange, found)
+
+        hosts = found.hosts
+        if hosts:
+            if len(hosts) > 1:
+                raise BadRequest(LAYER, "more than one Host header", close=True)
+            exchange.host_header = hosts[0]
+            exchange.host = normalize_host(hosts[0])
+        elif exchange.version == "1.1":
+            raise BadRequest(LAYER, "the Host header is missing", close=True)
+        exchange.path, exchange.query = split_target(exchange.target)
+
+    def _identify_client(self, exchange: Exchange, found: RequestHeaders) -> None:
+        """Set the client address and request id, taken from a trusted proxy if there is one."""
+        addresses = exchange.runtime.client_addresses
         if addresses.has_trusted and addresses.is_trusted(exchange.peer_ip):
             if found.forwarded_for:
                 exchange.client_ip = addresses.resolve(exchange.peer_ip, found.forwarded_for)
@@ -274,6 +290,9 @@ class ClientConnection(asyncio.Protocol):
                 exchange.request_id = found.request_id.decode("ascii")
         if not exchange.request_id:
             exchange.request_id = self.worker.request_ids.next()
+
+    def _check_framing(self, exchange: Exchange, found: RequestHeaders) -> None:
+        """Reject expectations, methods and upgrades the gateway does not handle."""
         if found.expect is not None:
             if found.expect.lower() != b"100-continue":
                 raise _ExpectationFailed(LAYER, "only 'Expect: 100-continue' is supported")
@@ -294,15 +313,6 @@ class ClientConnection(asyncio.Protocol):
                 raise BadRequest(
                     LAYER, "a request that upgrades the connection must not have a body", close=True
                 )
-        hosts = found.hosts
-        if hosts:
-            if len(hosts) > 1:
-                raise BadRequest(LAYER, "more than one Host header", close=True)
-            exchange.host_header = hosts[0]
-            exchange.host = normalize_host(hosts[0])
-        elif exchange.version == "1.1":
-            raise BadRequest(LAYER, "the Host header is missing", close=True)
-        exchange.path, exchange.query = split_target(exchange.target)
 
     def _start_next(self) -> None:
         """Start the queued exchanges in order until one needs to wait for I/O."""

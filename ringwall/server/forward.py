@@ -31,8 +31,8 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 # A request body up to this size (or the route's limit, if smaller) is read
 # whole before a target is contacted. It then goes upstream with a
-# Content-Length, a body over the route's limit is refused before the
-# upstream sees any of it, and a slow client does not hold an upstream
+# Content-Length, a body over the route's limit is rejected before the
+# upstream receives any of it, and a slow client does not hold an upstream
 # connection. Larger bodies stream.
 PREBUFFER_BYTES = 64 * 1024
 
@@ -46,7 +46,7 @@ class Outcome(enum.Enum):
 
 
 class Forwarder:
-    """Send one exchange upstream and relay the answer; one instance per request."""
+    """Send one exchange upstream and relay the response; one instance per request."""
 
     __slots__ = (
         "_chunked_response",
@@ -265,7 +265,7 @@ class Forwarder:
         if self._close_delimited:
             self.exchange.close = True
         if not self.body_complete:
-            # The upstream answered before reading the whole body; neither
+            # The upstream responded before reading the whole body; neither
             # connection is in a known state for another request.
             self.exchange.close = True
             keep_alive = False
