@@ -14,6 +14,8 @@ from typing import Any
 from wrk_output import WrkResult
 
 EFFICIENCY_TARGET = 0.40
+# The JWT chain (warm token cache) may add at most a third to Ringwall's CPU per request.
+AUTH_CHAIN_TARGET = 0.75
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -22,7 +24,8 @@ class SystemResult:
     """The outcome of benchmarking one system.
 
     status is "ok", "invalid" (wrk saw errors) or "skipped" (see reason).
-    proxy_cpu_s is None for the direct system, which has no proxy.
+    proxy_cpu_s is None for the direct system, which has no proxy. setup
+    describes generated inputs, such as the token of ringwall-auth.
     """
 
     name: str
@@ -32,6 +35,7 @@ class SystemResult:
     wrk: WrkResult | None = None
     wrk_command: list[str] | None = None
     proxy_cpu_s: float | None = None
+    setup: dict[str, Any] | None = None
 
     @property
     def cpu_us_per_request(self) -> float | None:
@@ -84,6 +88,29 @@ def efficiencies(results: list[SystemResult]) -> dict[str, float | None]:
         base = _valid_cpu_per_request(by_name.get(baseline))
         ratios[f"{baseline}/ringwall"] = base / ringwall if base and ringwall else None
     return ratios
+
+
+def auth_chain_ratio(results: list[SystemResult]) -> float | None:
+    """Return ringwall CPU/request divided by ringwall-auth CPU/request, if both runs are valid."""
+    by_name = {result.name: result for result in results}
+    plain = _valid_cpu_per_request(by_name.get("ringwall"))
+    chain = _valid_cpu_per_request(by_name.get("ringwall-auth"))
+    return plain / chain if plain and chain else None
+
+
+def auth_chain_verdict(ratio: float | None) -> str:
+    if ratio is None:
+        return "not measured: needs valid ringwall and ringwall-auth runs"
+    outcome = "PASS" if ratio >= AUTH_CHAIN_TARGET else "FAIL"
+    return f"{outcome}: ratio {ratio:.2f}, target >= {AUTH_CHAIN_TARGET:.2f}"
+
+
+def format_auth_chain_lines(ratio: float | None) -> str:
+    value = "not measured" if ratio is None else f"{ratio:.2f}"
+    return (
+        f"auth chain (ringwall CPU/request / ringwall-auth CPU/request): {value}\n"
+        f"auth chain target: {auth_chain_verdict(ratio)}"
+    )
 
 
 def _valid_cpu_per_request(result: SystemResult | None) -> float | None:
@@ -169,6 +196,8 @@ def result_to_json(result: SystemResult) -> dict[str, Any]:
     record["proxy_cpu_s"] = result.proxy_cpu_s
     record["proxy_cpu_us_per_request"] = result.cpu_us_per_request
     record["proxy_cpu_utilization"] = result.proxy_cpu_utilization
+    if result.setup is not None:
+        record["setup"] = result.setup
     return record
 
 

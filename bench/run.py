@@ -23,6 +23,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from auth_chain import (
+    AuthChain,
+    bearer_headers,
+    prepare_auth_chain,
+    redact_authorization,
+)
 from child_processes import (
     ProbeRequest,
     StartError,
@@ -33,6 +39,7 @@ from child_processes import (
     tail,
     wait_until_ready,
 )
+from jwt_cold import ColdTimings, ColdVerifyError, format_cold_report, measure_cold
 from nginx_conf import (
     MissingFileError,
     write_backend_conf,
@@ -42,7 +49,10 @@ from nginx_conf import (
 from proc_cpu import busy_fractions, read_cpu_times, tree_cpu_seconds
 from report import (
     SystemResult,
+    auth_chain_ratio,
+    auth_chain_verdict,
     efficiencies,
+    format_auth_chain_lines,
     format_table,
     machine_facts,
     result_to_json,
@@ -51,7 +61,7 @@ from report import (
 )
 from wrk_output import WrkOutputError, WrkResult, parse_wrk_output
 
-SYSTEMS = ("direct", "nginx", "nginx-modsecurity", "ringwall")
+SYSTEMS = ("direct", "nginx", "nginx-modsecurity", "ringwall", "ringwall-auth")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RINGWALL_BIN = REPO_ROOT / ".venv" / "bin" / "ringwall"
 RINGWALL_CONFIG = REPO_ROOT / "examples" / "minimal.yaml"
@@ -89,15 +99,31 @@ class Settings:
     load_cpu: int
     start_timeout_s: float
     keep_temp: bool
+    jwt_cold: bool
+
+
+@dataclass(frozen=True)
+class RejectionCheck:
+    """A request that must get the response `status` from the proxy before it is measured."""
+
+    description: str
+    headers: Mapping[str, str]
+    status: int
 
 
 @dataclass(frozen=True)
 class Launch:
-    """How to start one proxy: its command and environment, or why it cannot start."""
+    """How to start one proxy and what to send it, or why it cannot start.
+
+    `headers` go with the probe and with every wrk request.
+    """
 
     command: list[str] = field(default_factory=list)
     env: Mapping[str, str] | None = None
     skip_reason: str = ""
+    headers: Mapping[str, str] = field(default_factory=lambda: REQUEST_HEADERS)
+    rejection_checks: tuple[RejectionCheck, ...] = ()
+    setup: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the temp dir with configs and logs, and print its path",
     )
+    parser.add_argument(
+        "--jwt-cold",
+        action="store_true",
+        help="also time one JWT verification without the token cache (RS256, ES256, EdDSA), "
+        "in-process on the proxy CPU, in microseconds",
+    )
     return parser
 
 
@@ -177,6 +209,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         load_cpu=args.load_cpu,
         start_timeout_s=args.start_timeout,
         keep_temp=args.keep_temp,
+        jwt_cold=args.jwt_cold,
     )
 
 
@@ -230,13 +263,15 @@ def free_port() -> int:
         return port
 
 
-def probe_request(port: int) -> ProbeRequest:
-    return ProbeRequest(host=LOOPBACK, port=port, path="/", headers=REQUEST_HEADERS)
+def probe_request(port: int, headers: Mapping[str, str] = REQUEST_HEADERS) -> ProbeRequest:
+    return ProbeRequest(host=LOOPBACK, port=port, path="/", headers=headers)
 
 
-def wrk_command(settings: Settings, port: int, duration_s: int) -> list[str]:
+def wrk_command(
+    settings: Settings, port: int, duration_s: int, request_headers: Mapping[str, str]
+) -> list[str]:
     headers: list[str] = []
-    for name, value in REQUEST_HEADERS.items():
+    for name, value in request_headers.items():
         headers += ["-H", f"{name}: {value}"]
     command = [
         "wrk",
@@ -250,9 +285,14 @@ def wrk_command(settings: Settings, port: int, duration_s: int) -> list[str]:
     return pinned(settings.load_cpu, command)
 
 
-def run_wrk(settings: Settings, port: int, duration_s: int) -> tuple[WrkResult, list[str]]:
+def run_wrk(
+    settings: Settings,
+    port: int,
+    duration_s: int,
+    headers: Mapping[str, str] = REQUEST_HEADERS,
+) -> tuple[WrkResult, list[str]]:
     """Run wrk against loopback `port` and return the parsed report and the command."""
-    command = wrk_command(settings, port, duration_s)
+    command = wrk_command(settings, port, duration_s, headers)
     process = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
@@ -327,15 +367,15 @@ def launch_nginx(bench: Bench, name: str, port: int) -> Launch:
     return Launch(command=command)
 
 
-def launch_ringwall(bench: Bench, port: int) -> Launch:
-    for required in (RINGWALL_BIN, RINGWALL_CONFIG):
+def launch_ringwall(bench: Bench, port: int, config: Path = RINGWALL_CONFIG) -> Launch:
+    for required in (RINGWALL_BIN, config):
         if not required.exists():
             return Launch(skip_reason=f"{required} not found")
     command = [
         str(RINGWALL_BIN),
         "run",
         "-c",
-        str(RINGWALL_CONFIG),
+        str(config),
         "--listen",
         f"{LOOPBACK}:{port}",
         "--workers",
@@ -345,40 +385,108 @@ def launch_ringwall(bench: Bench, port: int) -> Launch:
     return Launch(command=pinned(bench.settings.proxy_cpu, command), env=env)
 
 
+def launch_ringwall_auth(bench: Bench, port: int) -> Launch:
+    """Generate the JWT setup in the temp dir and return Ringwall's launch with a bearer token."""
+    chain = prepare_auth_chain(bench.prefix)
+    print(f"bench: ringwall-auth: audit log {chain.audit_note}", flush=True)
+    launch = launch_ringwall(bench, port, chain.config_path)
+    if launch.skip_reason:
+        return launch
+    return Launch(
+        command=launch.command,
+        env=launch.env,
+        headers=bearer_headers(REQUEST_HEADERS, chain.token),
+        rejection_checks=auth_rejection_checks(chain),
+        setup=chain.setup(),
+    )
+
+
+def auth_rejection_checks(chain: AuthChain) -> tuple[RejectionCheck, ...]:
+    """Return the requests that show the route checks the token and the role."""
+    return (
+        RejectionCheck("without a token", REQUEST_HEADERS, 401),
+        RejectionCheck(
+            "with a token without role customer",
+            bearer_headers(REQUEST_HEADERS, chain.token_without_role),
+            403,
+        ),
+    )
+
+
+def launch_proxy(bench: Bench, name: str, port: int) -> Launch:
+    if name == "ringwall":
+        return launch_ringwall(bench, port)
+    if name == "ringwall-auth":
+        return launch_ringwall_auth(bench, port)
+    return launch_nginx(bench, name, port)
+
+
 def measure_proxy(bench: Bench, name: str) -> SystemResult:
     """Start the proxy `name` on the proxy CPU, run wrk through it and stop it."""
     settings = bench.settings
     pinning = f"proxy on CPU {settings.proxy_cpu}, wrk and backend on CPU {settings.load_cpu}"
     port = free_port()
-    launch = launch_ringwall(bench, port) if name == "ringwall" else launch_nginx(bench, name, port)
+    launch = launch_proxy(bench, name, port)
     if launch.skip_reason:
         return SystemResult(name, "skipped", pinning, reason=launch.skip_reason)
 
     with running(name, launch.command, bench.prefix, launch.env) as process:
+        probe = probe_request(port, launch.headers)
         try:
-            status, body = wait_until_ready(process, probe_request(port), settings.start_timeout_s)
+            status, body = wait_until_ready(process, probe, settings.start_timeout_s)
         except StartError as error:
             reason = f"{name} {error}\n{tail(bench.prefix / f'{name}.stderr')}".strip()
-            return SystemResult(name, "skipped", pinning, reason=reason)
-        if status != 200 or body != BACKEND_BODY:
-            reason = f"{name} returned {status} {body[:200]!r}, expected 200 {BACKEND_BODY!r}"
-            return SystemResult(name, "skipped", pinning, reason=reason)
-        return _measure_running_proxy(bench, name, process, port, pinning)
+            return SystemResult(name, "skipped", pinning, reason=reason, setup=launch.setup)
+        reason = _check_responses(name, port, launch, status, body)
+        if reason:
+            return SystemResult(name, "skipped", pinning, reason=reason, setup=launch.setup)
+        return _measure_running_proxy(bench, name, process, port, pinning, launch)
+
+
+def _check_responses(name: str, port: int, launch: Launch, status: int, body: bytes) -> str:
+    """Return why the proxy cannot be measured, or "" when every check passes.
+
+    `status` and `body` are the response to the probe with `launch.headers`.
+    """
+    if status != 200 or body != BACKEND_BODY:
+        return f"{name} returned {status} {body[:200]!r}, expected 200 {BACKEND_BODY!r}"
+    for check in launch.rejection_checks:
+        try:
+            rejected_status, rejected_body = send_probe(probe_request(port, check.headers))
+        except OSError as error:
+            return f"{name} request {check.description} failed: {error}"
+        if rejected_status != check.status:
+            return (
+                f"{name} returned {rejected_status} {rejected_body[:200]!r} to a request "
+                f"{check.description}, expected {check.status}"
+            )
+    return ""
 
 
 def _measure_running_proxy(
-    bench: Bench, name: str, process: subprocess.Popen[bytes], port: int, pinning: str
+    bench: Bench,
+    name: str,
+    process: subprocess.Popen[bytes],
+    port: int,
+    pinning: str,
+    launch: Launch,
 ) -> SystemResult:
     settings = bench.settings
     if settings.warmup_s:
-        run_wrk(settings, port, settings.warmup_s)
+        run_wrk(settings, port, settings.warmup_s, launch.headers)
 
     cpu_before = tree_cpu_seconds(process.pid)
-    wrk, command = run_wrk(settings, port, settings.duration_s)
+    wrk, command = run_wrk(settings, port, settings.duration_s, launch.headers)
     cpu_after = tree_cpu_seconds(process.pid)
 
     result = SystemResult(
-        name, "ok", pinning, wrk=wrk, wrk_command=command, proxy_cpu_s=cpu_after - cpu_before
+        name,
+        "ok",
+        pinning,
+        wrk=wrk,
+        wrk_command=redact_authorization(command),
+        proxy_cpu_s=cpu_after - cpu_before,
+        setup=launch.setup,
     )
     if process.poll() is not None:
         result.status = "invalid"
@@ -387,14 +495,14 @@ def _measure_running_proxy(
         result.status = "invalid"
         result.reason = "wrk reported socket errors or non-2xx/3xx responses"
     else:
-        result.reason = _check_after_run(port)
+        result.reason = _check_after_run(port, launch.headers)
     return result
 
 
-def _check_after_run(port: int) -> str:
+def _check_after_run(port: int, headers: Mapping[str, str]) -> str:
     """Return a note when the proxy no longer returns 200 after the run, else ""."""
     try:
-        status, _ = send_probe(probe_request(port))
+        status, _ = send_probe(probe_request(port, headers))
     except OSError as error:
         return f"probe after the run failed: {error}"
     return "" if status == 200 else f"probe after the run returned {status}"
@@ -408,23 +516,33 @@ def measure(bench: Bench, name: str) -> SystemResult:
     return result
 
 
-def print_summary(results: list[SystemResult], ratios: dict[str, float | None]) -> None:
+@dataclass(frozen=True)
+class Outcome:
+    """Everything one run measured."""
+
+    results: list[SystemResult]
+    ratios: dict[str, float | None]
+    auth_ratio: float | None
+    cold: ColdTimings | None
+
+
+def print_summary(outcome: Outcome) -> None:
     print()
-    print(format_table(results))
+    print(format_table(outcome.results))
     print()
-    for label, ratio in ratios.items():
+    for label, ratio in outcome.ratios.items():
         baseline = label.split("/")[0]
         value = "not measured" if ratio is None else f"{ratio:.2f}"
         print(f"efficiency vs {baseline} ({baseline} CPU/request / ringwall CPU/request): {value}")
-    print(f"target: {verdict(ratios)}")
+    print(f"target: {verdict(outcome.ratios)}")
+    print(format_auth_chain_lines(outcome.auth_ratio))
+    if outcome.cold is not None:
+        print()
+        print(format_cold_report(outcome.cold))
 
 
 def build_document(
-    settings: Settings,
-    argv: list[str],
-    results: list[SystemResult],
-    ratios: dict[str, float | None],
-    busy_before: dict[int, float],
+    settings: Settings, argv: list[str], outcome: Outcome, busy_before: dict[int, float]
 ) -> dict[str, Any]:
     return {
         "command": shlex.join(argv),
@@ -439,15 +557,19 @@ def build_document(
             "request_headers": REQUEST_HEADERS,
         },
         "machine": machine_facts(),
-        "systems": [result_to_json(result) for result in results],
-        "efficiency": ratios,
-        "verdict": verdict(ratios),
+        "systems": [result_to_json(result) for result in outcome.results],
+        "efficiency": outcome.ratios,
+        "verdict": verdict(outcome.ratios),
+        "auth_chain_ratio": outcome.auth_ratio,
+        "auth_chain_verdict": auth_chain_verdict(outcome.auth_ratio),
+        "jwt_cold": None if outcome.cold is None else outcome.cold.to_json(),
     }
 
 
 def run_benchmark(settings: Settings, argv: list[str]) -> int:
     check_prerequisites(settings)
     busy_before = check_cpus_idle(settings)
+    cold = measure_jwt_cold(settings) if settings.jwt_cold else None
     prefix = Path(tempfile.mkdtemp(prefix="ringwall-bench-"))
     # nginx workers run as an unprivileged user when the harness runs as root.
     prefix.chmod(0o755)
@@ -461,11 +583,20 @@ def run_benchmark(settings: Settings, argv: list[str]) -> int:
         else:
             shutil.rmtree(prefix, ignore_errors=True)
 
-    ratios = efficiencies(results)
-    print_summary(results, ratios)
-    path = write_results(build_document(settings, argv, results, ratios, busy_before))
+    outcome = Outcome(results, efficiencies(results), auth_chain_ratio(results), cold)
+    print_summary(outcome)
+    path = write_results(build_document(settings, argv, outcome, busy_before))
     print(f"bench: results written to {path}")
     return 0
+
+
+def measure_jwt_cold(settings: Settings) -> ColdTimings:
+    """Time cold JWT verification before starting any server, so a broken verifier fails fast."""
+    print(f"bench: timing cold JWT verification on CPU {settings.proxy_cpu}...", flush=True)
+    try:
+        return measure_cold(settings.proxy_cpu)
+    except ColdVerifyError as error:
+        raise HarnessError(f"cold JWT verification failed: {error}") from error
 
 
 def _raise_on_sigterm(signal_number: int, frame: FrameType | None) -> None:
