@@ -25,7 +25,6 @@ from ringwall.gateway.auth.jwt import ClaimRules
 from ringwall.gateway.authentication import ApiKeys, AuthenticationLayer, Issuer, KeySource
 from ringwall.gateway.authorization import AuthorizationLayer
 from ringwall.gateway.body_limit import BodyLimitLayer
-from ringwall.gateway.identity import identity_headers
 from ringwall.gateway.revocation import RevocationList
 from ringwall.gateway.routing import Router, RoutingLayer
 from ringwall.http.headers import GATEWAY_OWNED, canonical_name
@@ -96,6 +95,7 @@ class Runtime:
             self.audit = AuditLog(
                 JsonLinesAuditSink(audit.destination), on_failure=audit.on_failure
             )
+            self.audit.batch_on(loop)
         after_routing: list[Layer] = [
             # A declared body over the limit is refused before any credential
             # is checked, as nginx does with client_max_body_size.
@@ -162,7 +162,7 @@ class Runtime:
             % (client_ip, self.request_id_header, exchange.request_id.encode("ascii"))
         )
         if exchange.identity is not None:
-            parts.extend(b"%b: %b\r\n" % field for field in identity_headers(exchange.identity))
+            parts.append(exchange.identity.header_block)
         if content_length is not None:
             parts.append(b"Content-Length: %d\r\n" % content_length)
         elif exchange.has_body:

@@ -571,3 +571,35 @@ def test_audit_log_with_file_sink(
     assert document["decision"] == "deny"
     assert document["status"] == 401
     assert len(handler.records) == 1
+
+
+@pytest.mark.parametrize(
+    "text", ["plain", 'quote " and \\ slash', "caf\u00e9 \u2603 \U0001f600", "ctl\x00\x1f\n"]
+)
+def test_fast_line_matches_json(text: str) -> None:
+    import json as json_module
+
+    from ringwall.audit import AUDIT_FIELDS, AuditRecord, format_audit_line
+
+    record = AuditRecord(
+        time=1_700_000_000.5,
+        request_id=text,
+        subject=text,
+        auth_method="jwt",
+        key_id=None,
+        issuer=text,
+        client_ip="127.0.0.1",
+        method="GET",
+        path="/" + text,
+        route=None,
+        decision="deny",
+        layer="authorization",
+        reason=text,
+        status=403,
+    )
+    line = format_audit_line(record)
+    parsed = json_module.loads(line)
+    assert list(parsed) == [*AUDIT_FIELDS, "truncated"]
+    assert parsed["subject"] == text
+    assert parsed["time"] == "2023-11-14T22:13:20.500Z"
+    assert line.isascii()

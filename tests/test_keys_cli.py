@@ -309,7 +309,9 @@ def test_revoke_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == f"revoked API key {key_id} of owner alice\n"
     assert stat.S_IMODE(file.stat().st_mode) == 0o600
     assert sorted(os.listdir(tmp_path)) == ["audit.log", "keys.json"]
-    actions = [json.loads(line)["action"] for line in (tmp_path / "audit.log").read_text().splitlines()]
+    actions = [
+        json.loads(line)["action"] for line in (tmp_path / "audit.log").read_text().splitlines()
+    ]
     assert actions == ["api_key.created", "api_key.revoked"]
 
     store = ApiKeyStore.load(file)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Bytes a header value may carry as they are: visible ASCII and space. Any
 # other byte (CR, LF, NUL, other controls, non-ASCII) is percent-encoded, so
@@ -29,6 +29,13 @@ class Identity:
     claims: Mapping[str, object]
     expires_at: float | None = None
     jti: str | None = None
+    # The encoded X-Ringwall-* lines, made once: an identity from the token
+    # cache serves many requests.
+    header_block: bytes = field(default=b"", compare=False)
+
+    def __post_init__(self) -> None:
+        block = b"".join(b"%b: %b\r\n" % line for line in identity_headers(self))
+        object.__setattr__(self, "header_block", block)
 
 
 def encode_header_value(text: str) -> bytes:
