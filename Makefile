@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # The benchmark's peers: nginx, nginx with ModSecurity and the OWASP CRS, and wrk.
-DEBIAN_PACKAGES := nginx-light wrk libnginx-mod-http-modsecurity modsecurity-crs
+# Redis holds cluster-wide state, such as revoked tokens, and its tests use it.
+DEBIAN_PACKAGES := nginx-light wrk libnginx-mod-http-modsecurity modsecurity-crs redis-server
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint bench clean
@@ -21,6 +22,7 @@ demo: setup
 	$(BIN)/ringwall demo
 
 test: setup
+	./scripts/ensure-redis
 	$(BIN)/ruff check ringwall tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import sys
@@ -10,8 +11,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from redis.exceptions import RedisError
+
 from ringwall.audit import AuditRecord, AuditWriteError, JsonLinesAuditSink
 from ringwall.gateway.revocation import RevocationFileError, RevokedToken, add_revocation
+from ringwall.server.redis_revocations import DEFAULT_KEY as REDIS_DEFAULT_KEY
+from ringwall.server.redis_revocations import add_revocation as add_redis_revocation
 
 DEFAULT_REVOCATION_FILE = Path(".ringwall") / "revocations.json"
 DEFAULT_AUDIT_FILE = Path(".ringwall") / "audit.log"
@@ -36,6 +41,16 @@ def add_revoke_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         help=f"revocation file named by auth.revocations.file (default {DEFAULT_REVOCATION_FILE})",
     )
     parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="revoke in Redis (auth.revocations.redis) instead of the file",
+    )
+    parser.add_argument(
+        "--redis-key",
+        default=REDIS_DEFAULT_KEY,
+        help=f"sorted set named by auth.revocations.redis_key (default {REDIS_DEFAULT_KEY})",
+    )
+    parser.add_argument(
         "--audit-log",
         type=Path,
         default=DEFAULT_AUDIT_FILE,
@@ -51,9 +66,17 @@ def run_revoke(arguments: argparse.Namespace, *, clock: Callable[[], float] = ti
         print(f"ringwall revoke: {exc}", file=sys.stderr)
         return 2
     try:
-        add_revocation(arguments.file, token, now)
-    except (OSError, RevocationFileError) as exc:
-        print(f"ringwall revoke: cannot update {arguments.file}: {exc}", file=sys.stderr)
+        if arguments.redis:
+            asyncio.run(
+                add_redis_revocation(
+                    arguments.redis, arguments.redis_key, token.issuer, token.jti, token.until, now
+                )
+            )
+        else:
+            add_revocation(arguments.file, token, now)
+    except (OSError, RevocationFileError, RedisError) as exc:
+        where = "Redis" if arguments.redis else str(arguments.file)
+        print(f"ringwall revoke: cannot update {where}: {exc}", file=sys.stderr)
         return 1
     record_admin_action(arguments.audit_log, "token.revoked", f"{token.issuer} {token.jti}", now)
     until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(token.until))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ringwall.audit import AuditLog, JsonLinesAuditSink
@@ -30,6 +30,7 @@ from ringwall.gateway.routing import Router, RoutingLayer
 from ringwall.http.headers import GATEWAY_OWNED, canonical_name
 from ringwall.pipeline import Layer, Pipeline
 from ringwall.server.jwks_fetch import JwksSource
+from ringwall.server.redis_revocations import RedisRevocationList
 from ringwall.server.upstream import UpstreamRuntime
 
 _REQUEST_ID_BYTES = bytes(
@@ -80,15 +81,22 @@ class Runtime:
         self.jwks_sources: list[JwksSource] = []
         self._loop = loop
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closers: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._closed = False
+        self._released = False
         issuers = {
             name: self._issuer(name, issuer, loop) for name, issuer in config.auth.issuers.items()
         }
         api_keys = ApiKeys(config.auth.api_keys) if config.auth.api_keys is not None else None
-        revocations = (
-            RevocationList(config.auth.revocations.file)
-            if config.auth.revocations is not None
-            else None
-        )
+        revocations: RevocationList | RedisRevocationList | None = None
+        revocation_config = config.auth.revocations
+        if revocation_config is not None and revocation_config.file is not None:
+            revocations = RevocationList(revocation_config.file)
+        elif revocation_config is not None and revocation_config.redis is not None:
+            redis_list = RedisRevocationList(revocation_config.redis, revocation_config.redis_key)
+            loop.call_soon(redis_list.start, loop)
+            self._closers.append(redis_list.close)
+            revocations = redis_list
         audit = config.logging.audit
         self.audit: AuditLog | None = None
         if audit.destination != "off":
@@ -172,17 +180,31 @@ class Runtime:
         parts.append(b"\r\n")
         return b"".join(parts)
 
+    async def shutdown(self) -> None:
+        """Close everything, and wait for connections to key and state stores to end."""
+        self.close()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.release()
+
     def release(self) -> None:
         """Close what requests in flight may still use; call once none are left."""
-        if self.audit is not None:
+        if self.audit is not None and not self._released:
+            self._released = True
             self.audit.close()
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         for upstream in self.upstreams.values():
             upstream.close()
         for source in self.jwks_sources:
             if not self._loop.is_closed():
                 self._run_task(source.close())
+        for closer in self._closers:
+            if not self._loop.is_closed():
+                self._run_task(closer())
 
     def _run_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
         # Keys are loaded before the first token arrives; failures are logged by the source.

@@ -65,3 +65,29 @@ def test_revoke_by_name_and_expiry(tmp_path: Path) -> None:
 @pytest.mark.parametrize("argv", [["--issuer", "i"], ["--token", "not-a-token"], []])
 def test_revoke_needs_a_target(tmp_path: Path, argv: list[str]) -> None:
     assert run_revoke(parse([*argv, "--file", str(tmp_path / "r.json")])) == 2
+
+
+def test_revoke_in_redis(tmp_path: Path) -> None:
+    import uuid
+
+    import redis
+
+    key = f"ringwall-test:{uuid.uuid4().hex}"
+    token = RsaIssuer().token(**claims(jti="j-redis"))
+    args = [
+        "--token",
+        token,
+        "--redis",
+        "redis://127.0.0.1:6379/0",
+        "--redis-key",
+        key,
+        "--audit-log",
+        str(tmp_path / "audit.log"),
+    ]
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        assert run_revoke(parse(args)) == 0
+        assert client.zrange(key, 0, -1) == [f"{ISSUER}\x00j-redis".encode()]
+    finally:
+        client.delete(key)
+        client.close()

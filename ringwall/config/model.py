@@ -304,9 +304,25 @@ class ClaimsConfig(Model):
 
 
 class RevocationsConfig(Model):
-    """Where revoked tokens (issuer and jti) are listed; `ringwall revoke` writes the file."""
+    """Where revoked tokens (issuer and jti) are listed: a local file or Redis.
 
-    file: str
+    `ringwall revoke` writes either. A file reaches the workers of one
+    machine; Redis reaches every instance that uses the same Redis.
+    """
+
+    file: str | None = None
+    redis: str | None = None
+    redis_key: str = "ringwall:revoked-tokens"
+
+    @model_validator(mode="after")
+    def _check_store(self) -> RevocationsConfig:
+        if (self.file is None) == (self.redis is None):
+            raise ValueError("set exactly one of file and redis")
+        if self.redis is not None and not self.redis.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("expected a Redis URL such as redis://127.0.0.1:6379/0")
+        return self
 
 
 class AuthConfig(Model):

@@ -31,7 +31,6 @@ from ringwall.gateway.auth.jwk import (
 from ringwall.gateway.auth.jws import KeyLookup, StaticKeySet, TokenInvalid, verify_compact
 from ringwall.gateway.auth.jwt import ClaimRules, validate_claims
 from ringwall.gateway.identity import Identity, claim_strings
-from ringwall.gateway.revocation import RevocationList
 
 if TYPE_CHECKING:
     from ringwall.exchange import Exchange
@@ -43,6 +42,12 @@ LAYER = "authentication"
 _BEARER = b"bearer "
 # How often the API key file is checked for changes, such as a revocation.
 _KEY_FILE_CHECK_SECONDS = 1.0
+
+
+class RevocationCheck(Protocol):
+    """A list of revoked tokens, by issuer and jti, answered from memory."""
+
+    def is_revoked(self, issuer: str | None, jti: str | None) -> bool: ...
 
 
 class KeySource(Protocol):
@@ -177,7 +182,7 @@ class AuthenticationLayer:
         issuers: dict[str, Issuer],
         api_keys: ApiKeys | None,
         clock: Callable[[], float] = time.time,
-        revocations: RevocationList | None = None,
+        revocations: RevocationCheck | None = None,
     ) -> None:
         self.config = config
         self.issuers = issuers

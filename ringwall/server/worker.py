@@ -77,6 +77,10 @@ class Worker:
                     connection.close()
         for connection in list(self.connections):
             connection.abort()
+        await self.runtime.shutdown()
+        for runtime in self.retired:
+            await runtime.shutdown()
+        self.retired = []
         self.stop()
 
     def stop(self) -> None:
