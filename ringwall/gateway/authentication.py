@@ -255,8 +255,8 @@ class AuthenticationLayer:
         cached = self.tokens.get(token, now)
         allowed = auth.issuers or tuple(self.issuers)
         if cached is not None and cached[0] in allowed:
-            self._check_revoked(cached[1], auth)
             exchange.identity = cached[1]
+            self._check_revoked(cached[1], auth)
             return None
         issuer = self._issuer_for(token, allowed, auth)
         try:
@@ -265,8 +265,8 @@ class AuthenticationLayer:
             return self._verify_after_fetch(exchange, auth, token, issuer, need)
         except TokenInvalid as exc:
             raise _unauthorized(auth, f"token rejected: {exc.reason}", invalid=True) from None
+        exchange.identity = identity  # also names the caller in the audit record of a refusal
         self._check_revoked(identity, auth)
-        exchange.identity = identity
         return None
 
     def _check_revoked(self, identity: Identity, auth: RouteAuth) -> None:
@@ -283,8 +283,8 @@ class AuthenticationLayer:
             identity = self._verify(token, issuer, StaticKeySet(keys), self.clock())
         except TokenInvalid as exc:
             raise _unauthorized(auth, f"token rejected: {exc.reason}", invalid=True) from None
-        self._check_revoked(identity, auth)
         exchange.identity = identity
+        self._check_revoked(identity, auth)
 
     def _verify(self, token: bytes, issuer: Issuer, keys: KeyLookup, now: float) -> Identity:
         verified = verify_compact(token, keys, issuer.algorithms)
