@@ -138,6 +138,9 @@ class JwksSource:
         result = self.cache.lookup(kid, alg, self.clock())
         if result.fetch is FetchNeed.WAIT:
             return None
+        in_flight = self._in_flight
+        if not result.keys and in_flight is not None and not in_flight.done():
+            return None  # a fetch that may bring this key is under way: wait for it
         if result.fetch is FetchNeed.BACKGROUND:
             self._start_fetch()
         return list(result.keys)

@@ -40,7 +40,6 @@ auth:
       jwks: "file:{jwks_path}"
       algorithms: [RS256]
       audiences: [{AUDIENCE}]
-      refetch_cooldown: 0s
   api_keys:
     file: "{key_file}"
 upstreams:

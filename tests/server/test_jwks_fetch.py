@@ -262,10 +262,11 @@ def test_unknown_kid_within_cooldown_no_request(run: Runner) -> None:
             source_for(server.url(), clock=clock) as source,
         ):
             await source.refresh()
+            assert await source.keys_for("unknown", "ES256") == []  # one refetch for the miss
             clock.now += DEFAULT_COOLDOWN - 1
-            assert source.cached_keys("unknown", "ES256") == []
-            assert await source.keys_for("unknown", "ES256") == []
-            assert len(server.requests) == 1
+            assert source.cached_keys("other-unknown", "ES256") == []
+            assert await source.keys_for("other-unknown", "ES256") == []
+            assert len(server.requests) == 2
 
     run(scenario())
 

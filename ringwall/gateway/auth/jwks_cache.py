@@ -18,9 +18,13 @@ The rules, with the defaults of the constructor:
   runs. When refreshes fail, stale keys keep working for up to `max_stale`
   (24 h) after the TTL ran out, and then nothing is usable until a fetch
   succeeds.
-- At most one fetch is requested per `cooldown` (30 s) after the last fetch
-  ended, successful or not. This bounds the fetches that tokens with random
-  `kid` values can cause, and the retries against a failing key server.
+- A fetch for an unknown `kid` is requested at most once per `cooldown`
+  (30 s), and not within `cooldown` after a failed fetch. This bounds the
+  fetches that tokens with random `kid` values can cause, and the retries
+  against a failing key server. A routine fetch (at start or after the TTL)
+  does not start this cooldown, so a key rotated in just after one is still
+  found on first use. Background refreshes of stale keys wait `cooldown`
+  after the last fetch ended.
 - A fetched document that is invalid or has no usable key counts as a failed
   fetch, so the keys already known stay in use.
 
@@ -128,6 +132,7 @@ class JwksCache:
         self._keys: tuple[VerificationKey, ...] = ()
         self._fetched_at: float | None = None
         self._last_fetch_ended_at: float | None = None
+        self._last_miss_fetch_at: float | None = None
         self._consecutive_failures = 0
 
     def state(self, now: float) -> CacheState:
@@ -156,13 +161,13 @@ class JwksCache:
         state = self.state(now)
         usable = self._keys if state in (CacheState.FRESH, CacheState.STALE) else ()
         matches = tuple(key for key in usable if kid is None or key.kid == kid)
-        fetch_allowed = self._fetch_allowed(now)
 
         fetch = FetchNeed.NONE
         if not any(alg in key.algorithms for key in matches):
-            if fetch_allowed:
+            if self._miss_fetch_allowed(now):
+                self._last_miss_fetch_at = now
                 fetch = FetchNeed.WAIT
-        elif state is CacheState.STALE and fetch_allowed:
+        elif state is CacheState.STALE and self._fetch_allowed(now):
             fetch = FetchNeed.BACKGROUND
         return KeyLookupResult(matches, fetch, stale=state is CacheState.STALE)
 
@@ -211,6 +216,17 @@ class JwksCache:
         return FetchOutcome(
             event, len(usable), skipped, error, keys_age, self._consecutive_failures
         )
+
+    def _miss_fetch_allowed(self, now: float) -> bool:
+        if self._last_fetch_ended_at is None:
+            return True
+        recent_miss = (
+            self._last_miss_fetch_at is not None and now - self._last_miss_fetch_at < self.cooldown
+        )
+        recent_failure = (
+            self._consecutive_failures > 0 and now - self._last_fetch_ended_at < self.cooldown
+        )
+        return not (recent_miss or recent_failure)
 
     def _fetch_allowed(self, now: float) -> bool:
         if self._last_fetch_ended_at is None:

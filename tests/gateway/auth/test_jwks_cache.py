@@ -125,9 +125,17 @@ def test_kid_none_returns_every_key() -> None:
 # Unknown kid, rotation and the cooldown.
 
 
-def test_unknown_kid_within_cooldown_no_fetch() -> None:
+def test_unknown_kid_after_routine_fetch_requests_fetch() -> None:
+    # A key rotated in just after the routine fetch is still found on first use.
     cache = loaded_cache()
-    result = cache.lookup("ec-2", "ES256", COOLDOWN - 1)
+    result = cache.lookup("ec-2", "ES256", 1)
+    assert result.fetch is FetchNeed.WAIT
+
+
+def test_second_unknown_kid_within_cooldown_no_fetch() -> None:
+    cache = loaded_cache()
+    assert cache.lookup("ec-2", "ES256", 1).fetch is FetchNeed.WAIT
+    result = cache.lookup("ec-3", "ES256", COOLDOWN - 1)
     assert result.keys == ()
     assert result.fetch is FetchNeed.NONE
 
