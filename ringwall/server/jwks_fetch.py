@@ -137,6 +137,9 @@ class JwksSource:
         """
         result = self.cache.lookup(kid, alg, self.clock())
         if result.fetch is FetchNeed.WAIT:
+            # Started here, because the cache counts this miss once: a later
+            # lookup within the cooldown would not request the fetch again.
+            self._start_fetch()
             return None
         in_flight = self._in_flight
         if not result.keys and in_flight is not None and not in_flight.done():

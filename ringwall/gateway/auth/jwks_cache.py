@@ -165,7 +165,10 @@ class JwksCache:
         fetch = FetchNeed.NONE
         if not any(alg in key.algorithms for key in matches):
             if self._miss_fetch_allowed(now):
-                self._last_miss_fetch_at = now
+                if usable:
+                    # Only a kid missing from a loaded set starts the cooldown; the
+                    # first load must not delay the first rotation.
+                    self._last_miss_fetch_at = now
                 fetch = FetchNeed.WAIT
         elif state is CacheState.STALE and self._fetch_allowed(now):
             fetch = FetchNeed.BACKGROUND
