@@ -1,8 +1,8 @@
 """The ordered layers a request passes before it is forwarded.
 
 A layer is one check or transformation of the request, such as routing or
-a body size limit. Each layer sees the request head once it is complete;
-a layer raises a `Rejection` to stop the request there. A layer that needs
+a body size limit. Each layer checks the request head once it is complete,
+and raises a `Rejection` to stop the request there. A layer that needs
 I/O (a Redis round trip, a key fetch) returns an awaitable instead of None,
 and only then does the pipeline await, so purely local layers cost no
 coroutine switch.

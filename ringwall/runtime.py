@@ -1,6 +1,6 @@
 """A loaded configuration compiled into what a worker needs per request.
 
-A worker holds one `Runtime` at a time. A reload builds a new one and swaps
+A worker uses one `Runtime` at a time. A reload builds a new one and swaps
 the reference; each request keeps the runtime it started with, so requests
 in flight finish on the old configuration.
 """

@@ -1,7 +1,7 @@
 """The audit layer: who did what, when, from where, for every audited decision.
 
-A route is audited when its `audit` setting says so, or by default when it
-is not public. Allowed requests are recorded here, as the last layer, so a
+A route is audited when its `audit` setting is true, or, when it is unset,
+when the route is not public. Allowed requests are recorded here, as the last layer, so a
 record that cannot be written can still stop the request (503) when the
 audit log's `on_failure` is `reject`. Refusals are recorded by
 `record_denial` when the rejection is sent: on audited routes, and for

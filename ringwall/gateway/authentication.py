@@ -45,7 +45,7 @@ _KEY_FILE_CHECK_SECONDS = 1.0
 
 
 class RevocationCheck(Protocol):
-    """A list of revoked tokens, by issuer and jti, answered from memory."""
+    """A list of revoked tokens, by issuer and jti, checked in memory."""
 
     def is_revoked(self, issuer: str | None, jti: str | None) -> bool: ...
 

@@ -1,9 +1,9 @@
 """Authorization: what a verified identity may do on a route.
 
-Each `authorize` rule of a route applies to the methods it lists (all when
-it lists none), and a request must satisfy every rule that applies: the
-roles and scopes it names (any-of or all-of) and ownership, where a path
-parameter must equal a claim or be one of its values. A failure is 403 for
+Each `authorize` rule of a route applies to the methods it lists, or to all
+methods when it lists none. A request must satisfy every rule that applies:
+the roles and scopes it names (any-of or all-of), and ownership, where a
+path parameter must equal a claim or be one of its values. A failure is 403 for
 an identity and 401 for an anonymous caller of a route with optional
 authentication. The client learns only that it is not allowed; the log
 records which requirement failed.

@@ -13,7 +13,7 @@ _SAFE = frozenset(range(0x20, 0x7F)) - {ord("%")}
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who made a request, as proven to the authentication layer.
+    """The caller of a request, as proven to the authentication layer.
 
     `method` is "jwt" or "api_key". `key_id` is the API key id or the
     token's kid. `claims` are the token's claims, or for an API key the

@@ -3,7 +3,7 @@
 A revocation names the token by issuer and `jti`, never by the token text:
 an ECDSA token has more than one valid signature, so a revoked token would
 otherwise come back with its signature changed. An entry is kept until the
-token would have expired anyway. `ringwall revoke` writes the file; each
+token would have expired anyway. `ringwall revoke` writes the file. Each
 worker checks it for changes at most once a second, so a revocation takes
 effect in every worker of the machine within about a second.
 """
