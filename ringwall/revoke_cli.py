@@ -14,6 +14,7 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from ringwall.audit import AuditRecord, AuditWriteError, JsonLinesAuditSink
+from ringwall.gateway.auth.jwt import MAX_LEEWAY
 from ringwall.gateway.revocation import RevocationFileError, RevokedToken, add_revocation
 from ringwall.server.redis_revocations import DEFAULT_KEY as REDIS_DEFAULT_KEY
 from ringwall.server.redis_revocations import add_revocation as add_redis_revocation
@@ -90,7 +91,9 @@ def _target(arguments: argparse.Namespace, now: float) -> RevokedToken:
         issuer, jti, exp = claims.get("iss"), claims.get("jti"), claims.get("exp")
         if not isinstance(issuer, str) or not isinstance(jti, str):
             raise ValueError("the token has no iss or jti claim, so it cannot be revoked by name")
-        until = arguments.until or (float(exp) if isinstance(exp, int | float) else now + 86_400)
+        # The token stays acceptable for up to the issuer's leeway past exp.
+        default_until = float(exp) + MAX_LEEWAY if isinstance(exp, int | float) else now + 86_400
+        until = arguments.until or default_until
         return RevokedToken(issuer, jti, until)
     if not arguments.issuer or not arguments.jti:
         raise ValueError("give --token, or both --issuer and --jti")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ringwall.audit import AuditLog, JsonLinesAuditSink
-from ringwall.config.model import Config, IssuerConfig
+from ringwall.config.model import AuditLogConfig, AuthConfig, Config, IssuerConfig
 from ringwall.edge.client_ip import ClientAddressResolver
 from ringwall.exchange import Exchange
 from ringwall.gateway.auditing import AuditLayer
@@ -63,7 +63,11 @@ class Runtime:
         self.timeouts = server.timeouts
         self.request_id_header = server.request_id_header.encode("ascii")
         self.request_id_lower = self.request_id_header.lower()
-        self.owned_headers = GATEWAY_OWNED | {canonical_name(self.request_id_header)}
+        owned = {canonical_name(self.request_id_header)}
+        if config.auth.api_keys is not None:
+            # The upstream never needs the key, under any spelling of its name.
+            owned.add(canonical_name(config.auth.api_keys.header.encode("ascii")))
+        self.owned_headers = GATEWAY_OWNED | owned
         self.client_addresses = ClientAddressResolver(server.trusted_proxies)
         self.router = Router(config.routes)
         # The body limit before a request's route is known: the largest any route allows.
@@ -84,36 +88,41 @@ class Runtime:
         self._closers: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._closed = False
         self._released = False
-        issuers = {
-            name: self._issuer(name, issuer, loop) for name, issuer in config.auth.issuers.items()
-        }
-        api_keys = ApiKeys(config.auth.api_keys) if config.auth.api_keys is not None else None
-        revocations: RevocationList | RedisRevocationList | None = None
-        revocation_config = config.auth.revocations
-        if revocation_config is not None and revocation_config.file is not None:
-            revocations = RevocationList(revocation_config.file)
-        elif revocation_config is not None and revocation_config.redis is not None:
-            redis_list = RedisRevocationList(revocation_config.redis, revocation_config.redis_key)
-            loop.call_soon(redis_list.start, loop)
-            self._closers.append(redis_list.close)
-            revocations = redis_list
-        audit = config.logging.audit
-        self.audit: AuditLog | None = None
-        if audit.destination != "off":
-            self.audit = AuditLog(
-                JsonLinesAuditSink(audit.destination), on_failure=audit.on_failure
-            )
-            self.audit.batch_on(loop)
+
+        self.audit = self._audit_log(config.logging.audit, loop)
         after_routing: list[Layer] = [
             # A declared body over the limit is refused before any credential
             # is checked, as nginx does with client_max_body_size.
             BodyLimitLayer(self.limits.max_body_bytes),
-            AuthenticationLayer(config.auth, issuers, api_keys, revocations=revocations),
+            self._authentication(config.auth, loop),
             AuthorizationLayer(),
         ]
         if self.audit is not None:
             after_routing.append(AuditLayer(self.audit))
         self.pipeline = Pipeline([], RoutingLayer(self.router), after_routing, self.router.routes)
+
+    def _authentication(
+        self, auth: AuthConfig, loop: asyncio.AbstractEventLoop
+    ) -> AuthenticationLayer:
+        issuers = {name: self._issuer(name, issuer, loop) for name, issuer in auth.issuers.items()}
+        api_keys = ApiKeys(auth.api_keys) if auth.api_keys is not None else None
+        revocations: RevocationList | RedisRevocationList | None = None
+        if auth.revocations is not None and auth.revocations.file is not None:
+            revocations = RevocationList(auth.revocations.file)
+        elif auth.revocations is not None and auth.revocations.redis is not None:
+            redis_list = RedisRevocationList(auth.revocations.redis, auth.revocations.redis_key)
+            loop.call_soon(redis_list.start, loop)
+            self._closers.append(redis_list.close)
+            revocations = redis_list
+        return AuthenticationLayer(auth, issuers, api_keys, revocations=revocations)
+
+    @staticmethod
+    def _audit_log(config: AuditLogConfig, loop: asyncio.AbstractEventLoop) -> AuditLog | None:
+        if config.destination == "off":
+            return None
+        audit = AuditLog(JsonLinesAuditSink(config.destination), on_failure=config.on_failure)
+        audit.batch_on(loop)
+        return audit
 
     def _issuer(self, name: str, config: IssuerConfig, loop: asyncio.AbstractEventLoop) -> Issuer:
         rules = ClaimRules(

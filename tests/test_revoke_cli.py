@@ -91,3 +91,19 @@ def test_revoke_in_redis(tmp_path: Path) -> None:
     finally:
         client.delete(key)
         client.close()
+
+
+def test_revocation_outlives_the_leeway(tmp_path: Path) -> None:
+    from ringwall.gateway.auth.jwt import MAX_LEEWAY
+
+    token_claims = claims(jti="j-late")
+    token = RsaIssuer().token(**token_claims)
+    file = tmp_path / "r.json"
+    assert (
+        run_revoke(
+            parse(["--token", token, "--file", str(file), "--audit-log", str(tmp_path / "a")])
+        )
+        == 0
+    )
+    [entry] = parse_revocations(file.read_text(), "t")
+    assert entry.until == token_claims["exp"] + MAX_LEEWAY

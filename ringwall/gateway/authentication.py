@@ -224,6 +224,9 @@ class AuthenticationLayer:
                 authorization.append(value)
             elif lower == key_header:
                 api_key_values.append(value)
+        if "jwt" not in auth.methods:
+            # Not read on this route, and removed before forwarding once a key is verified.
+            return None, api_key_values
         if len(authorization) > 1:
             raise _unauthorized(auth, "more than one Authorization header", invalid=True)
         bearer = None
@@ -232,11 +235,6 @@ class AuthenticationLayer:
             if value[:7].lower() != _BEARER:
                 raise _unauthorized(auth, "the Authorization scheme is not Bearer", invalid=True)
             bearer = value[7:].strip(b" \t")
-        if api_key_values and key_header is not None:
-            # The upstream never needs the key itself.
-            exchange.forward_headers = [
-                (n, v) for n, v in exchange.forward_headers if n.lower() != key_header
-            ]
         return bearer, api_key_values
 
     def _authenticate_api_key(
@@ -247,6 +245,12 @@ class AuthenticationLayer:
             exchange.identity = self.api_keys.verify(read_api_key(values))
         except ApiKeyInvalid as exc:
             raise _unauthorized(auth, f"API key rejected: {exc.reason}", invalid=True) from None
+        # An Authorization field the gateway did not verify must not reach the upstream.
+        exchange.forward_headers = [
+            (name, value)
+            for name, value in exchange.forward_headers
+            if name.lower() != b"authorization"
+        ]
 
     def _authenticate_token(
         self, exchange: Exchange, auth: RouteAuth, token: bytes

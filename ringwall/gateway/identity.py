@@ -38,12 +38,13 @@ class Identity:
         object.__setattr__(self, "header_block", block)
 
 
-def encode_header_value(text: str) -> bytes:
-    """Encode text for a header value: UTF-8, with unsafe bytes as %XX."""
+def encode_header_value(text: str, separator: bytes = b"") -> bytes:
+    """Encode text for a header value: UTF-8, with unsafe bytes (and `separator`) as %XX."""
     raw = text.encode("utf-8", "surrogatepass")
-    if all(byte in _SAFE for byte in raw):
+    safe = _SAFE - set(separator) if separator else _SAFE
+    if all(byte in safe for byte in raw):
         return raw
-    return b"".join(bytes([byte]) if byte in _SAFE else b"%%%02X" % byte for byte in raw)
+    return b"".join(bytes([byte]) if byte in safe else b"%%%02X" % byte for byte in raw)
 
 
 def identity_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
@@ -60,12 +61,14 @@ def identity_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
         fields.append((b"X-Ringwall-Issuer", encode_header_value(identity.issuer)))
     if identity.key_id:
         fields.append((b"X-Ringwall-Key-Id", encode_header_value(identity.key_id)))
+    # Each role or scope is encoded on its own, with the list separator
+    # encoded too, so a role named "x,admin" cannot read as two roles.
     if identity.roles:
-        fields.append((b"X-Ringwall-Roles", encode_header_value(",".join(sorted(identity.roles)))))
+        roles = b",".join(encode_header_value(role, b",") for role in sorted(identity.roles))
+        fields.append((b"X-Ringwall-Roles", roles))
     if identity.scopes:
-        fields.append(
-            (b"X-Ringwall-Scopes", encode_header_value(" ".join(sorted(identity.scopes))))
-        )
+        scopes = b" ".join(encode_header_value(scope, b" ") for scope in sorted(identity.scopes))
+        fields.append((b"X-Ringwall-Scopes", scopes))
     return fields
 
 

@@ -39,3 +39,18 @@ def test_claim_paths_and_strings() -> None:
     assert claim_at(claims, "realm.missing") is None
     assert claim_at(claims, "scope.deeper") is None
     assert claim_strings(claims, ("scope", "scp")) == frozenset({"read", "write", "x"})
+
+
+def test_separator_inside_role_encoded() -> None:
+    identity = Identity(
+        subject="u",
+        method="jwt",
+        issuer=None,
+        key_id=None,
+        roles=frozenset({"x,admin", "viewer"}),
+        scopes=frozenset({"a b", "c"}),
+        claims={},
+    )
+    fields = dict(identity_headers(identity))
+    assert fields[b"X-Ringwall-Roles"] == b"viewer,x%2Cadmin"
+    assert fields[b"X-Ringwall-Scopes"] == b"a%20b c"

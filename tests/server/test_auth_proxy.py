@@ -341,3 +341,15 @@ def test_audit_failure_rejects_when_configured(tmp_path: Path) -> None:
     assert blocked.status == 503
     assert public.status == 200
     assert backend.received[-1].target == "/api/products"
+
+
+def test_unverified_credentials_not_forwarded(setup: Setup) -> None:
+    extra = (
+        b"X-API-Key: %b\r\nAuthorization: Basic Z2FyYmFnZQ==\r\nX_API_Key: leak\r\nx.api.key: leak2\r\n"
+        % setup.api_key.encode()
+    )
+    response = get(setup, "/api/echo/partner", extra=extra)
+    assert response.status == 200
+    names = [name.lower() for name, _ in response.json()["headers"]]
+    assert "authorization" not in names
+    assert not any(name.replace("_", "-").replace(".", "-") == "x-api-key" for name in names)
