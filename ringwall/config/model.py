@@ -116,7 +116,7 @@ class AuditLogConfig(Model):
     """The audit log: one record per decision on audited routes and per auth failure.
 
     `on_failure` decides what happens to a request whose record cannot be
-    written: `reject` answers 503, `serve` serves it and logs the error.
+    written: `reject` returns 503, `serve` serves it and logs the error.
     """
 
     destination: str = "stdout"
@@ -124,7 +124,7 @@ class AuditLogConfig(Model):
 
 
 class LogConfig(Model):
-    """Where logs go: "stdout", "stderr" or a file path."""
+    """Log settings; each destination is "stdout", "stderr" or a file path."""
 
     level: Annotated[
         Literal["debug", "info", "warning", "error"],
@@ -243,7 +243,7 @@ AUTH_METHODS = ("jwt", "api_key")
 
 
 class IssuerConfig(Model):
-    """A trusted token issuer: where its keys come from and what its tokens must say."""
+    """A trusted token issuer: the source of its keys and the claims its tokens must carry."""
 
     issuer: str = Field(min_length=1)
     jwks: str | None = None
@@ -278,7 +278,7 @@ class IssuerConfig(Model):
 
 
 class ApiKeysConfig(Model):
-    """Where API keys are read from; the file is written by `ringwall keys`."""
+    """The API key file, written by `ringwall keys`, and the header that carries keys."""
 
     file: str
     header: str = "X-API-Key"
@@ -293,7 +293,7 @@ class ApiKeysConfig(Model):
 
 
 class ClaimsConfig(Model):
-    """Which token claims hold roles and scopes; a dotted path reads nested claims.
+    """The token claims that carry roles and scopes; a dotted path reads nested claims.
 
     A claim may be a list of strings or one space-separated string, so both
     `scope: "a b"` and `scp: [a, b]` are read.
@@ -304,7 +304,7 @@ class ClaimsConfig(Model):
 
 
 class RevocationsConfig(Model):
-    """Where revoked tokens (issuer and jti) are listed: a local file or Redis.
+    """The store of revoked tokens (by issuer and jti): a local file or Redis.
 
     `ringwall revoke` writes either. A file reaches the workers of one
     machine; Redis reaches every instance that uses the same Redis.
@@ -334,7 +334,7 @@ class AuthConfig(Model):
 
 
 class RouteAuth(Model):
-    """How a route's caller proves who it is: none (public), or the accepted methods."""
+    """The authentication of a route: none (public), or the accepted methods."""
 
     methods: tuple[Literal["jwt", "api_key"], ...] = ()
     optional: bool = False

@@ -1,10 +1,10 @@
 """The supervisor process: binds the socket, forks workers, reloads, drains.
 
-Signals: SIGTERM or SIGINT drains every worker and exits; SIGHUP, or a
+Signals: SIGTERM or SIGINT drains every worker and exits. SIGHUP, or a
 change of the configuration file's modification time or size, reloads.
-A reload validates the whole new file in the supervisor first; only a
-valid configuration is sent to the workers, and an invalid one is logged
-with every error while the old one keeps serving. A worker that dies is
+A reload validates the whole new file in the supervisor first. Only a
+valid configuration is sent to the workers. An invalid one is logged with
+every error, and the old one keeps serving. A worker that dies is
 replaced.
 """
 
@@ -69,7 +69,7 @@ class Supervisor:
     overrides: Overrides
     sock: socket.socket
     workers: dict[int, _WorkerProcess] = field(default_factory=dict)
-    # Workers told to drain after a reload lowered the worker count.
+    # Workers sent SIGTERM after a reload lowered the worker count.
     draining: set[int] = field(default_factory=set)
     stopping: bool = False
     _file_stamp: tuple[float, int] = (0.0, 0)
@@ -121,7 +121,7 @@ class Supervisor:
 
     def reload(self, cause: str) -> bool:
         # The file as read now is the one applied, so a SIGHUP sent after an
-        # edit does not cause a second reload when the poll sees the change.
+        # edit does not cause a second reload when the poll finds the change.
         self._file_stamp = self._stamp()
         try:
             new_config = self.overrides.apply(load_config(self.config_path))
@@ -240,7 +240,7 @@ def bind_socket(address: tuple[str, int]) -> socket.socket:
 
 
 def serve(config_path: Path, overrides: Overrides) -> int:
-    """Run the gateway until it is told to stop; return the process exit code."""
+    """Run the gateway until SIGTERM or SIGINT; return the process exit code."""
     try:
         config = overrides.apply(load_config(config_path))
     except ConfigError as exc:
