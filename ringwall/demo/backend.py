@@ -15,11 +15,11 @@ import logging
 import signal
 from collections.abc import Sequence
 from contextlib import aclosing, suppress
-from typing import Any
 
 import h11
 
 from ringwall.demo.api import DemoApi, ReceivedRequest, Reply, WebSocketAccept, error_reply
+from ringwall.demo.serving import StreamServer
 from ringwall.demo.websocket import EchoSession, PrefixedReader
 
 __all__ = ["MAX_BODY_SIZE", "DemoBackend", "ReceivedRequest", "main"]
@@ -221,7 +221,7 @@ def _standard_headers() -> tuple[tuple[str, str], ...]:
     return (("Date", email.utils.formatdate(usegmt=True)), ("Server", _SERVER_NAME))
 
 
-class DemoBackend:
+class DemoBackend(StreamServer):
     """Demo HTTP/1.1 backend server.
 
     `received` lists every complete request in arrival order, with its full body.
@@ -236,57 +236,18 @@ class DemoBackend:
     def __init__(
         self, host: str = "127.0.0.1", port: int = 0, max_body_size: int = MAX_BODY_SIZE
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.max_body_size = max_body_size
         self.received: list[ReceivedRequest] = []
         self.connection_count = 0
         self._api = DemoApi()
-        self._server: asyncio.Server | None = None
-        self._callback_tasks: set[asyncio.Task[Any]] = set()
-        self._connection_tasks: set[asyncio.Task[None]] = set()
+
+    description = "demo backend"
 
     async def start(self) -> None:
-        """Bind and start accepting connections; afterwards `port` is the bound port.
-
-        NOTE: with port 0 and a host name that resolves to several addresses, each
-        socket gets its own port and `port` is only the first one.
-        """
-        if self._server is not None:
-            raise RuntimeError("the demo backend is already running")
-        self._server = await asyncio.start_server(self._handle_client, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        """Bind and start accepting connections; afterwards `port` is the bound port."""
+        await self._listen()
         logger.info("demo backend listening on %s:%d", self.host, self.port)
-
-    async def stop(self) -> None:
-        """Stop listening, close every open connection and wait until they are closed."""
-        server = self._server
-        if server is None:
-            return
-        self._server = None
-        server.close()
-        for task in self._connection_tasks:
-            task.cancel()
-        if self._callback_tasks:
-            await asyncio.wait(list(self._callback_tasks))
-        await server.wait_closed()
-        logger.info("demo backend on %s:%d stopped", self.host, self.port)
-
-    async def _handle_client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        # Python 3.11's asyncio.streams logs "Exception in callback" when the task that
-        # runs this callback is cancelled, so stop() cancels an inner task instead.
-        callback_task = asyncio.current_task()
-        assert callback_task is not None
-        connection_task = asyncio.create_task(self._serve_client(reader, writer))
-        self._callback_tasks.add(callback_task)
-        self._connection_tasks.add(connection_task)
-        try:
-            await asyncio.wait([connection_task])
-        finally:
-            self._callback_tasks.discard(callback_task)
-            self._connection_tasks.discard(connection_task)
 
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

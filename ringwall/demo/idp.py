@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import h11
 
@@ -33,6 +32,7 @@ from ringwall.demo.issuer import (
     load_issuer,
     load_or_create_issuer,
 )
+from ringwall.demo.serving import StreamServer
 
 __all__ = ["JWKS_CACHE_CONTROL", "JWKS_PATH", "DemoIdentityProvider", "main"]
 
@@ -190,21 +190,19 @@ def _read_jwks(state_dir: Path) -> bytes:
     return load_issuer(state_dir).jwks()
 
 
-class DemoIdentityProvider:
+class DemoIdentityProvider(StreamServer):
     """Demo HTTP/1.1 server that publishes the JWK set of the demo issuer in `issuer_state_dir`.
 
     `start()` creates the state directory and the issuer key when they are
     missing. `jwks_request_count` counts the JWK set requests that got a 200 response.
     """
 
+    description = "demo identity provider"
+
     def __init__(self, issuer_state_dir: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host, port)
         self.issuer_state_dir = Path(issuer_state_dir)
-        self.host = host
-        self.port = port
         self.jwks_request_count = 0
-        self._server: asyncio.Server | None = None
-        self._callback_tasks: set[asyncio.Task[Any]] = set()
-        self._connection_tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Load or create the issuer key, then bind; afterwards `port` is the bound port.
@@ -212,11 +210,8 @@ class DemoIdentityProvider:
         Raises IssuerStateError for an invalid key file and OSError when a file
         cannot be read or written or the address cannot be bound.
         """
-        if self._server is not None:
-            raise RuntimeError("the demo identity provider is already running")
         issuer = await asyncio.to_thread(load_or_create_issuer, self.issuer_state_dir)
-        self._server = await asyncio.start_server(self._handle_client, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self._listen()
         logger.info(
             "demo identity provider listening on %s:%d, serving kid %s from %s",
             self.host,
@@ -224,20 +219,6 @@ class DemoIdentityProvider:
             issuer.kid,
             self.issuer_state_dir,
         )
-
-    async def stop(self) -> None:
-        """Stop listening, close every open connection and wait until they are closed."""
-        server = self._server
-        if server is None:
-            return
-        self._server = None
-        server.close()
-        for task in self._connection_tasks:
-            task.cancel()
-        if self._callback_tasks:
-            await asyncio.wait(list(self._callback_tasks))
-        await server.wait_closed()
-        logger.info("demo identity provider on %s:%d stopped", self.host, self.port)
 
     async def _respond(self, method: str, target: str) -> _Response:
         path = target.partition("?")[0]
@@ -254,22 +235,6 @@ class DemoIdentityProvider:
         self.jwks_request_count += 1
         headers = (("Content-Type", "application/json"), ("Cache-Control", JWKS_CACHE_CONTROL))
         return _Response(200, headers, jwks)
-
-    async def _handle_client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        # Python 3.11's asyncio.streams logs "Exception in callback" when the task that
-        # runs this callback is cancelled, so stop() cancels an inner task instead.
-        callback_task = asyncio.current_task()
-        assert callback_task is not None
-        connection_task = asyncio.create_task(self._serve_client(reader, writer))
-        self._callback_tasks.add(callback_task)
-        self._connection_tasks.add(connection_task)
-        try:
-            await asyncio.wait([connection_task])
-        finally:
-            self._callback_tasks.discard(callback_task)
-            self._connection_tasks.discard(connection_task)
 
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
