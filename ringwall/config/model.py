@@ -258,6 +258,9 @@ class IssuerConfig(Model):
     max_stale: Duration = Field(86_400.0, ge=0)
     fetch_timeout: Duration = Field(3.0, gt=0)
     ca_file: str | None = None
+    # Keep the verified token in Authorization towards the upstream. Off by
+    # default, as in Envoy's jwt_authn: the upstream gets the identity fields.
+    forward_token: bool = False
 
     @model_validator(mode="after")
     def _check_keys(self) -> IssuerConfig:

@@ -261,6 +261,7 @@ class AuthenticationLayer:
         if cached is not None and cached[0] in allowed:
             exchange.identity = cached[1]
             self._check_revoked(cached[1], auth)
+            self._strip_token(exchange, self.issuers[cached[0]])
             return None
         issuer = self._issuer_for(token, allowed, auth)
         try:
@@ -271,7 +272,17 @@ class AuthenticationLayer:
             raise _unauthorized(auth, f"token rejected: {exc.reason}", invalid=True) from None
         exchange.identity = identity  # also names the caller in the audit record of a refusal
         self._check_revoked(identity, auth)
+        self._strip_token(exchange, issuer)
         return None
+
+    @staticmethod
+    def _strip_token(exchange: Exchange, issuer: Issuer) -> None:
+        if not issuer.config.forward_token:
+            exchange.forward_headers = [
+                (name, value)
+                for name, value in exchange.forward_headers
+                if name.lower() != b"authorization"
+            ]
 
     def _check_revoked(self, identity: Identity, auth: RouteAuth) -> None:
         if self.revocations is not None and self.revocations.is_revoked(
@@ -289,6 +300,7 @@ class AuthenticationLayer:
             raise _unauthorized(auth, f"token rejected: {exc.reason}", invalid=True) from None
         exchange.identity = identity
         self._check_revoked(identity, auth)
+        self._strip_token(exchange, issuer)
 
     def _verify(self, token: bytes, issuer: Issuer, keys: KeyLookup, now: float) -> Identity:
         verified = verify_compact(token, keys, issuer.algorithms)

@@ -353,3 +353,10 @@ def test_unverified_credentials_not_forwarded(setup: Setup) -> None:
     names = [name.lower() for name, _ in response.json()["headers"]]
     assert "authorization" not in names
     assert not any(name.replace("_", "-").replace(".", "-") == "x-api-key" for name in names)
+
+
+def test_token_not_forwarded_by_default(setup: Setup) -> None:
+    response = get(setup, "/api/echo", setup.issuer.token(**claims()))
+    names = [name.lower() for name, _ in response.json()["headers"]]
+    assert "authorization" not in names
+    assert "x-ringwall-subject" in names
