@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from ringwall.audit import AuditRecord, AuditWriteError, JsonLinesAuditSink
 from ringwall.gateway.auth.jwt import MAX_LEEWAY
+from ringwall.gateway.authentication import API_KEY_REVOCATION_ISSUER
 from ringwall.gateway.revocation import RevocationFileError, RevokedToken, add_revocation
 from ringwall.server.redis_revocations import DEFAULT_KEY as REDIS_DEFAULT_KEY
 from ringwall.server.redis_revocations import add_revocation as add_redis_revocation
@@ -30,6 +31,10 @@ def add_revoke_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument("--token", help="the token itself; its iss, jti and exp are read from it")
     parser.add_argument("--issuer", help="issuer of the token (with --jti)")
     parser.add_argument("--jti", help="jti claim of the token (with --issuer)")
+    parser.add_argument(
+        "--api-key-id",
+        help="id of an API key to revoke in the revocation store, for every gateway instance",
+    )
     parser.add_argument(
         "--until",
         type=float,
@@ -86,6 +91,11 @@ def run_revoke(arguments: argparse.Namespace, *, clock: Callable[[], float] = ti
 
 
 def _target(arguments: argparse.Namespace, now: float) -> RevokedToken:
+    if arguments.api_key_id:
+        # A key has no expiry the store can see, so the entry lasts ten years.
+        return RevokedToken(
+            API_KEY_REVOCATION_ISSUER, arguments.api_key_id, now + 10 * 365 * 86_400
+        )
     if arguments.token:
         claims = _unverified_claims(arguments.token)
         issuer, jti, exp = claims.get("iss"), claims.get("jti"), claims.get("exp")
@@ -96,7 +106,7 @@ def _target(arguments: argparse.Namespace, now: float) -> RevokedToken:
         until = arguments.until or default_until
         return RevokedToken(issuer, jti, until)
     if not arguments.issuer or not arguments.jti:
-        raise ValueError("give --token, or both --issuer and --jti")
+        raise ValueError("give --token, --api-key-id, or both --issuer and --jti")
     return RevokedToken(arguments.issuer, arguments.jti, arguments.until or now + 86_400)
 
 

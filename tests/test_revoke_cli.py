@@ -107,3 +107,12 @@ def test_revocation_outlives_the_leeway(tmp_path: Path) -> None:
     )
     [entry] = parse_revocations(file.read_text(), "t")
     assert entry.until == token_claims["exp"] + MAX_LEEWAY
+
+
+def test_revoke_api_key_id(tmp_path: Path) -> None:
+    from ringwall.gateway.authentication import API_KEY_REVOCATION_ISSUER
+
+    file = tmp_path / "r.json"
+    args = ["--api-key-id", "abcdefghijkl", "--file", str(file), "--audit-log", str(tmp_path / "a")]
+    assert run_revoke(parse(args)) == 0
+    assert RevocationList(str(file)).is_revoked(API_KEY_REVOCATION_ISSUER, "abcdefghijkl")

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ringwall.auth")
 
 LAYER = "authentication"
+# The issuer name under which API key ids are listed in the revocation store.
+API_KEY_REVOCATION_ISSUER = "ringwall:api-key"
 _BEARER = b"bearer "
 # How often the API key file is checked for changes, such as a revocation.
 _KEY_FILE_CHECK_SECONDS = 1.0
@@ -245,6 +247,11 @@ class AuthenticationLayer:
             exchange.identity = self.api_keys.verify(read_api_key(values))
         except ApiKeyInvalid as exc:
             raise _unauthorized(auth, f"API key rejected: {exc.reason}", invalid=True) from None
+        if self.revocations is not None and self.revocations.is_revoked(
+            API_KEY_REVOCATION_ISSUER, exchange.identity.key_id
+        ):
+            # Revoked in the shared store, which reaches instances the key file does not.
+            raise _unauthorized(auth, "API key rejected: revoked", invalid=True)
         # An Authorization field the gateway did not verify must not reach the upstream.
         exchange.forward_headers = [
             (name, value)

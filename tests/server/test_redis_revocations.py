@@ -110,3 +110,44 @@ routes:
             after = request(gateway.port, raw).status
     assert before == 200
     assert after == 401
+
+
+def test_api_key_revoked_in_redis(redis_key: str, tmp_path: Path) -> None:
+    from ringwall.gateway.auth.api_keys import ApiKeyStore
+    from ringwall.gateway.authentication import API_KEY_REVOCATION_ISSUER
+
+    store = ApiKeyStore()
+    record, secret = store.create("partner-1", now=time.time())
+    key_file = tmp_path / "keys.json"
+    store.save(key_file)
+    with running_backend() as backend:
+        config = f"""
+server:
+  timeouts: {{drain: 1s}}
+auth:
+  api_keys: {{file: "{key_file}"}}
+  revocations: {{redis: "{REDIS_URL}", redis_key: "{redis_key}"}}
+upstreams:
+  app:
+    targets: ["http://127.0.0.1:{backend.port}"]
+routes:
+  - path: /
+    upstream: app
+    auth: api_key
+"""
+        with running_gateway(config, tmp_path) as gateway:
+            raw = (
+                b"GET /api/products HTTP/1.1\r\nHost: a\r\nX-API-Key: %b\r\n\r\n"
+                % secret.reveal().encode()
+            )
+            before = request(gateway.port, raw).status
+            now = time.time()
+            asyncio.run(
+                add_revocation(
+                    REDIS_URL, redis_key, API_KEY_REVOCATION_ISSUER, record.id, now + 300, now
+                )
+            )
+            time.sleep(1.0)
+            after = request(gateway.port, raw).status
+    assert before == 200
+    assert after == 401
