@@ -50,6 +50,16 @@ class ConfigError(RingwallError):
         super().__init__("\n".join(str(issue) for issue in issues))
 
 
+class LocalResponse(RingwallError):
+    """A response the gateway sends itself, such as its own JWK set; not an error."""
+
+    def __init__(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(f"local response {status}")
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+
 class Rejection(RingwallError):
     """A request refused by one layer of the gateway."""
 

@@ -27,6 +27,7 @@ from ringwall.gateway.authorization import AuthorizationLayer
 from ringwall.gateway.body_limit import BodyLimitLayer
 from ringwall.gateway.revocation import RevocationList
 from ringwall.gateway.routing import Router, RoutingLayer
+from ringwall.gateway.upstream_token import JwksEndpointLayer, UpstreamTokenSigner
 from ringwall.http.headers import GATEWAY_OWNED, canonical_name
 from ringwall.pipeline import Layer, Pipeline
 from ringwall.server.jwks_fetch import JwksSource
@@ -90,6 +91,11 @@ class Runtime:
         self._released = False
 
         self.audit = self._audit_log(config.logging.audit, loop)
+        self.upstream_token: UpstreamTokenSigner | None = None
+        before_routing: list[Layer] = []
+        if config.auth.upstream_token is not None:
+            self.upstream_token = UpstreamTokenSigner(config.auth.upstream_token)
+            before_routing.append(JwksEndpointLayer(self.upstream_token))
         after_routing: list[Layer] = [
             # A declared body over the limit is refused before any credential
             # is checked, as nginx does with client_max_body_size.
@@ -99,7 +105,9 @@ class Runtime:
         ]
         if self.audit is not None:
             after_routing.append(AuditLayer(self.audit))
-        self.pipeline = Pipeline([], RoutingLayer(self.router), after_routing, self.router.routes)
+        self.pipeline = Pipeline(
+            before_routing, RoutingLayer(self.router), after_routing, self.router.routes
+        )
 
     def _authentication(
         self, auth: AuthConfig, loop: asyncio.AbstractEventLoop
@@ -180,6 +188,9 @@ class Runtime:
         )
         if exchange.identity is not None:
             parts.append(exchange.identity.header_block)
+            if self.upstream_token is not None:
+                token = self.upstream_token.token_for(exchange.identity).encode("ascii")
+                parts.append(b"%b: %b\r\n" % (self.upstream_token.header, token))
         if content_length is not None:
             parts.append(b"Content-Length: %d\r\n" % content_length)
         elif exchange.has_body:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from ringwall.config.model import DUPLICATE_ROUTE_NAME, Config
 from ringwall.errors import ConfigError, ConfigIssue, excerpt
+from ringwall.gateway.upstream_token import load_signing_key
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -87,6 +88,11 @@ def parse_config(text: str, environ: Mapping[str, str] | None = None) -> Config:
         )
         config = None
     issues.extend(_check_log_destinations(data))
+    if config is not None and config.auth.upstream_token is not None:
+        try:
+            load_signing_key(config.auth.upstream_token.key_file)
+        except ValueError as exc:
+            issues.append(ConfigIssue("auth.upstream_token.key_file", str(exc)))
     if issues or config is None:
         raise ConfigError(_unique(issues))
     return config

@@ -328,10 +328,29 @@ class RevocationsConfig(Model):
         return self
 
 
+class UpstreamTokenConfig(Model):
+    """A JWT signed by the gateway for each authenticated request, for backends to verify."""
+
+    key_file: str
+    issuer: str = "ringwall"
+    audience: str = "upstream"
+    ttl: Duration = Field(60.0, gt=0, le=3600)
+    header: str = "X-Ringwall-Token"
+    jwks_path: str = "/.well-known/ringwall/jwks.json"
+
+    @field_validator("header")
+    @classmethod
+    def _check_header(cls, value: str) -> str:
+        if not _TOKEN.match(value) or not value.lower().startswith("x-ringwall-"):
+            raise ValueError("expected a header name starting with X-Ringwall-")
+        return value
+
+
 class AuthConfig(Model):
     issuers: dict[str, IssuerConfig] = Field(default_factory=dict)
     api_keys: ApiKeysConfig | None = None
     revocations: RevocationsConfig | None = None
+    upstream_token: UpstreamTokenConfig | None = None
     claims: ClaimsConfig = ClaimsConfig()
     token_cache_size: Count = Field(10_000, ge=0, le=1_000_000)
 

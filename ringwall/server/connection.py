@@ -26,6 +26,7 @@ import httptools
 from ringwall.errors import (
     BadRequest,
     HeaderFieldsTooLarge,
+    LocalResponse,
     MethodNotAllowed,
     Rejection,
     RequestTimeout,
@@ -36,7 +37,7 @@ from ringwall.exchange import Exchange
 from ringwall.gateway.auditing import record_denial
 from ringwall.gateway.routing import normalize_host
 from ringwall.http.headers import RequestHeaders, read_request_headers
-from ringwall.http.problem import problem_response
+from ringwall.http.problem import problem_response, reason_phrase
 from ringwall.http.target import split_target
 from ringwall.runtime import valid_request_id
 from ringwall.server.body import RequestBody
@@ -330,6 +331,10 @@ class ClientConnection(asyncio.Protocol):
             self._reject(exchange, rejection)
             self._finish(exchange)
             return
+        except LocalResponse as local:
+            self._respond_locally(exchange, local)
+            self._finish(exchange)
+            return
         if pending is None and not exchange.has_body and exchange.upgrade is None:
             route = exchange.route
             assert route is not None
@@ -366,6 +371,8 @@ class ClientConnection(asyncio.Protocol):
             await self.forwarder.run()
         except Rejection as rejection:
             self._reject(exchange, rejection)
+        except LocalResponse as local:
+            self._respond_locally(exchange, local)
         except Exception:
             log.exception(
                 "request failed with an internal error",
@@ -402,6 +409,26 @@ class ClientConnection(asyncio.Protocol):
             head_only=exchange.method == "HEAD",
             close=close,
         )
+        exchange.bytes_out += len(response)
+        self.write(response)
+
+    def _respond_locally(self, exchange: Exchange, local: LocalResponse) -> None:
+        """Send a response the gateway makes itself, such as its JWK set."""
+        exchange.status = local.status
+        if exchange.has_body:
+            exchange.close = True  # the body was not read
+        close = exchange.close or not exchange.keep_alive or self.closing
+        exchange.close = close
+        lines = [
+            f"HTTP/1.1 {local.status} {reason_phrase(local.status).decode('ascii')}",
+            *(f"{name}: {value}" for name, value in local.headers),
+            f"Content-Length: {len(local.body)}",
+            f"{exchange.runtime.config.server.request_id_header}: {exchange.request_id}",
+        ]
+        if close:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        response = head if exchange.method == "HEAD" else head + local.body
         exchange.bytes_out += len(response)
         self.write(response)
 
