@@ -119,7 +119,7 @@ class UpstreamTokenSigner:
 
 
 class JwksEndpointLayer:
-    """Answers GET and HEAD on the gateway's JWKS path itself, before routing."""
+    """Serves GET and HEAD on the gateway's JWKS path itself, before routing."""
 
     name = "upstream-token"
 
