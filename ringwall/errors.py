@@ -78,7 +78,7 @@ class Rejection(RingwallError):
         super().__init__(reason)
         self.layer = layer
         self.reason = reason
-        # What the client is told, when it must be less than the logged reason.
+        # The detail sent to the client, when it must be less than the logged reason.
         self.detail = reason if detail is None else detail
         self.headers = headers
         # Close the client connection after the response, because the rest of

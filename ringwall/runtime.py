@@ -1,7 +1,7 @@
 """A loaded configuration compiled into what a worker needs per request.
 
 A worker uses one `Runtime` at a time. A reload builds a new one and swaps
-the reference; each request keeps the runtime it started with, so requests
+the reference. Each request keeps the runtime it started with, so requests
 in flight finish on the old configuration.
 """
 

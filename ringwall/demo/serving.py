@@ -13,7 +13,7 @@ class StreamServer:
     """An asyncio stream server whose `stop()` closes every client connection.
 
     Subclasses implement `_serve_client`. `port` 0 binds a free port, and
-    `port` holds the bound one after `start()`.
+    `port` is the bound one after `start()`.
     """
 
     description = "demo server"

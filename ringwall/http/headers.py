@@ -66,7 +66,7 @@ def connection_tokens(value: bytes) -> frozenset[bytes]:
 
 
 class RequestHeaders:
-    """What one pass over a request's header fields found, and the fields to forward."""
+    """The result of one pass over a request's header fields, and the fields to forward."""
 
     __slots__ = (
         "chunked",
@@ -111,7 +111,7 @@ def read_request_headers(
 
     Dropped: hop-by-hop fields, fields named in `Connection`, Host, framing
     fields (the gateway writes its own), `Expect`, and gateway-owned fields under
-    any spelling (`owned` holds canonical names, see `canonical_name`).
+    any spelling (`owned` contains canonical names, see `canonical_name`).
     `request_id_name` is the lowercase name of the request id field.
     """
     found = RequestHeaders()

@@ -448,7 +448,7 @@ class ClientConnection(asyncio.Protocol):
         self._resume_reading()
 
     def _parse_error(self, rejection: Rejection) -> None:
-        """Answer a request that broke the framing rules, after those queued before it."""
+        """Reject a request that broke the framing rules, after those queued before it."""
         self._stop_parsing()
         exchange = self.current
         self.current = None
@@ -549,7 +549,7 @@ class ClientConnection(asyncio.Protocol):
         self.head_deadline = 0.0
         self.body_started = 0.0
         if self.current is None:
-            self.abort()  # nothing is being received, so there is no request to answer
+            self.abort()  # nothing is being received, so there is no request to respond to
             return
         self._parse_error(RequestTimeout(LAYER, reason, close=True))
 

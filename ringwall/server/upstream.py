@@ -20,7 +20,7 @@ log = logging.getLogger("ringwall.upstream")
 
 
 class ResponseSink(Protocol):
-    """What an upstream connection reports about the response it reads."""
+    """The receiver of what an upstream connection parses from a response."""
 
     def response_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
@@ -44,7 +44,7 @@ class ResponseSink(Protocol):
 
 
 class ConnectFailed(Exception):
-    """A connection to a target could not be opened; `timed_out` tells which way it failed."""
+    """A connection to a target could not be opened; `timed_out` is True for a timeout."""
 
     def __init__(self, target: str, reason: str, *, timed_out: bool) -> None:
         super().__init__(f"cannot connect to {target}: {reason}")
@@ -151,9 +151,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._final_headers = headers
         self.sink.response_head(status, reason_phrase(status), headers)
         if self.head_request and status >= 200 and self.sink is not None:
-            # A response to HEAD has no body whatever its Content-Length says;
-            # the parser cannot be told, so the exchange ends here and the
-            # parser is replaced before the next request.
+            # A response to HEAD has no body whatever its Content-Length is.
+            # httptools has no setting for that, so the exchange ends here and
+            # the parser is replaced before the next request.
             self._complete(self.parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
