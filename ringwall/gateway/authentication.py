@@ -3,17 +3,15 @@
 Per route, `auth` lists the accepted methods. Without credentials the
 request gets 401, unless the route's authentication is optional; then it
 continues as anonymous. Invalid credentials always get 401, never anonymous.
-A verified token is cached by the SHA-256 of its whole text until it
-expires, so a client reusing its token skips the signature check.
+A verified token is cached, keyed by its whole text, until it expires, so
+a client reusing its token skips the signature check.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,32 +145,35 @@ class ApiKeys:
 
 
 class TokenCache:
-    """Identities of verified tokens, by SHA-256 of the token, never kept past `exp`."""
+    """Identities of verified tokens, keyed by the whole token, never kept past `exp`.
+
+    A dict keyed by the token bytes compares the whole token on every hit
+    (after Python's keyed SipHash of it), so a different token, including the
+    same claims with another valid ECDSA signature, is a miss. The oldest
+    entry goes first when the cache is full.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._entries: OrderedDict[bytes, tuple[str, Identity]] = OrderedDict()
+        self._entries: dict[bytes, tuple[str, Identity]] = {}
 
     def get(self, token: bytes, now: float) -> tuple[str, Identity] | None:
-        if not self.size:
-            return None
-        key = hashlib.sha256(token).digest()
-        entry = self._entries.get(key)
+        entry = self._entries.get(token)
         if entry is None:
             return None
         expires_at = entry[1].expires_at
         if expires_at is not None and expires_at <= now:
-            del self._entries[key]
+            del self._entries[token]
             return None
-        self._entries.move_to_end(key)
         return entry
 
     def put(self, token: bytes, issuer_name: str, identity: Identity) -> None:
         if not self.size:
             return
-        self._entries[hashlib.sha256(token).digest()] = (issuer_name, identity)
-        if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        entries = self._entries
+        if len(entries) >= self.size:
+            del entries[next(iter(entries))]
+        entries[bytes(token)] = (issuer_name, identity)
 
 
 class AuthenticationLayer:
