@@ -15,7 +15,8 @@ from ringwall.config import load_config
 from ringwall.demo.backend import DemoBackend
 from ringwall.demo.idp import DemoIdentityProvider
 from ringwall.demo.issuer import DemoIssuer, load_or_create_issuer
-from ringwall.demo.runner import DEMO_CONFIG
+from ringwall.demo.runner import DEMO_CONFIG, GATEWAY_KEY_FILE
+from ringwall.gateway.upstream_token import create_signing_key
 from tests.support.backend_thread import running_backend
 from tests.support.client import RawClient, Response, request
 from tests.support.gateway_thread import GatewayThread, running_gateway
@@ -38,6 +39,7 @@ def backend() -> Iterator[DemoBackend]:
 
 @pytest.fixture
 def issuer(tmp_path: Path) -> DemoIssuer:
+    create_signing_key(tmp_path / "state" / GATEWAY_KEY_FILE)
     return load_or_create_issuer(tmp_path / "state")
 
 
@@ -184,3 +186,13 @@ def test_demo_echo_identity(gateway: GatewayThread, issuer: DemoIssuer) -> None:
     headers = [(name.lower(), value) for name, value in response.json()["headers"]]
     assert [v for n, v in headers if n == "x-ringwall-subject"] == ["alice"]
     assert [v for n, v in headers if n == "x-ringwall-roles"] == ["customer"]
+
+
+def test_demo_signs_upstream_token(gateway: GatewayThread, issuer: DemoIssuer) -> None:
+    token = issuer.mint("alice", roles=("customer",))
+    response = get(gateway, "/api/echo", token)
+    headers = {name.lower(): value for name, value in response.json()["headers"]}
+    assert headers["x-ringwall-token"].count(".") == 2
+    jwks = get(gateway, "/.well-known/ringwall/jwks.json")
+    assert jwks.status == 200
+    assert jwks.json()["keys"][0]["alg"] == "ES256"

@@ -16,9 +16,11 @@ from pathlib import Path
 
 from ringwall.config.types import format_listen_address
 from ringwall.demo.issuer import DEFAULT_STATE_DIR, load_or_create_issuer
+from ringwall.gateway.upstream_token import create_signing_key
 from ringwall.server.supervisor import Overrides, bind_socket, serve
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "demo" / "ringwall.yaml"
+GATEWAY_KEY_FILE = "gateway-key.pem"
 _BACKEND_START_SECONDS = 10.0
 
 
@@ -101,6 +103,7 @@ def run_demo(listen: tuple[str, int], workers: int, state_dir: Path = DEFAULT_ST
         return 1
     state_dir = state_dir.resolve()
     load_or_create_issuer(state_dir)  # the key that `ringwall token` signs with
+    create_signing_key(state_dir / GATEWAY_KEY_FILE)  # the gateway's own, for upstream tokens
     processes = []
     try:
         backend, backend_port = _start_process("ringwall.demo.backend")

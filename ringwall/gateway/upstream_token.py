@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -46,6 +47,22 @@ def load_signing_key(path: str) -> ec.EllipticCurvePrivateKey:
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise ValueError(f"the gateway signing key {path} must be an EC P-256 private key")
     return key
+
+
+def create_signing_key(path: Path) -> None:
+    """Write a new EC P-256 private key to `path` (mode 0600) unless the file exists."""
+    if path.exists():
+        return
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(pem)
 
 
 class UpstreamTokenSigner:
