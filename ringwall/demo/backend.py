@@ -12,7 +12,6 @@ import asyncio
 import email.utils
 import http
 import logging
-import signal
 from collections.abc import Sequence
 from contextlib import aclosing, suppress
 
@@ -275,19 +274,6 @@ def _parse_listen_address(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-async def _serve_until_signal(host: str, port: int) -> None:
-    backend = DemoBackend(host, port)
-    await backend.start()
-    stop_requested = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signal_number, stop_requested.set)
-    try:
-        await stop_requested.wait()
-    finally:
-        await backend.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the demo backend until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(
@@ -306,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     host, port = args.listen
-    asyncio.run(_serve_until_signal(host, port))
+    asyncio.run(DemoBackend(host, port).serve_until_signal())
 
 
 if __name__ == "__main__":

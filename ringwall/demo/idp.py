@@ -16,7 +16,6 @@ import email.utils
 import http
 import json
 import logging
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
@@ -250,19 +249,6 @@ class DemoIdentityProvider(StreamServer):
                 await writer.wait_closed()
 
 
-async def _serve_until_signal(state_dir: Path, host: str, port: int) -> None:
-    provider = DemoIdentityProvider(state_dir, host, port)
-    await provider.start()
-    stop_requested = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signal_number, stop_requested.set)
-    try:
-        await stop_requested.wait()
-    finally:
-        await provider.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo identity provider until SIGINT or SIGTERM and return the exit code."""
     parser = argparse.ArgumentParser(
@@ -291,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     host, port = args.listen
     try:
-        asyncio.run(_serve_until_signal(args.state, host, port))
+        asyncio.run(DemoIdentityProvider(args.state, host, port).serve_until_signal())
     except (IssuerStateError, OSError) as error:
         logger.error("demo identity provider failed to start: %s", error)
         return 1

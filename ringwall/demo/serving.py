@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,22 @@ class StreamServer:
         self._server: asyncio.Server | None = None
         self._callback_tasks: set[asyncio.Task[Any]] = set()
         self._connection_tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Bind and start accepting connections; afterwards `port` is the bound port."""
+        await self._listen()
+
+    async def serve_until_signal(self) -> None:
+        """Start, serve until SIGINT or SIGTERM, then stop."""
+        await self.start()
+        stop_requested = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, stop_requested.set)
+        try:
+            await stop_requested.wait()
+        finally:
+            await self.stop()
 
     async def _listen(self) -> None:
         """Bind and start accepting connections.
