@@ -100,7 +100,7 @@ def measure(requests: int) -> float:
             worker.access_log.flush()
     elapsed = time.perf_counter() - started
     if client.closing or not client_transport.written[-1].endswith(b'{"status":"ok"}'):
-        raise RuntimeError("the gateway stopped answering during the measurement")
+        raise RuntimeError("the gateway stopped responding during the measurement")
     worker.stop()
     loop.close()
     return elapsed / requests * 1e6

@@ -1,10 +1,9 @@
 """Logging: structured JSON lines for the error log and the access log.
 
 The error log uses the standard `logging` module with a JSON formatter.
-The access log is written by `AccessLog`, which formats each record by
-hand and batches the lines of one event-loop iteration into one write,
-because it runs once per request and stdlib logging would cost several
-times the rest of the proxy path.
+The access log is written by `AccessLog`. It runs once per request, and
+stdlib logging would cost several times the rest of the proxy path, so it
+formats each record by hand and writes lines in batches.
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def parse_config(text: str, environ: Mapping[str, str] | None = None) -> Config:
 
 
 def _check_log_destinations(data: dict[str, Any]) -> list[ConfigIssue]:
-    """Check that every log file can be appended to, so a worker never fails at start.
+    """Check that every log file can be appended to, so a bad path fails the load, not a worker.
 
     Nothing is created here: an existing file must be writable, and a new
     one needs a writable directory. Values of the wrong type are left to
@@ -245,10 +245,11 @@ def _check_route_auth(index: int, route: dict[str, Any], data: dict[str, Any]) -
         return [
             ConfigIssue(
                 path,
-                "missing: every route states how callers authenticate; "
-                "write auth: none for a public route, or jwt, api_key or a list of both",
+                "missing: every route states how callers authenticate. "
+                "Write auth: none for a public route, or jwt, api_key or a list of both",
             )
         ]
+
     auth_section = data.get("auth")
     auth: dict[str, Any] = auth_section if isinstance(auth_section, dict) else {}
     issuer_section = auth.get("issuers")
@@ -262,11 +263,13 @@ def _check_route_auth(index: int, route: dict[str, Any], data: dict[str, Any]) -
         methods = [methods]
     if not isinstance(methods, list | tuple):
         return []
+
     issues = []
     if "jwt" in methods and not issuers:
         issues.append(ConfigIssue(path, "jwt needs at least one issuer under auth.issuers"))
     if "api_key" in methods and not auth.get("api_keys"):
         issues.append(ConfigIssue(path, "api_key needs auth.api_keys with the key file"))
+
     if isinstance(named_issuers, list | tuple):
         for name in named_issuers:
             if name not in issuers:

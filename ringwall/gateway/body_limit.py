@@ -2,7 +2,7 @@
 
 A chunked body has no declared size; its limit is enforced while it streams
 (see `RequestBody`), so an oversized chunked body is cut off before the
-upstream sees a complete request.
+upstream receives a complete request.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Match a request's host, path and method to a configured route.
 
 Precedence, most specific first: an exact host beats a `*.` wildcard, which
-beats a route for any host; then an exact path beats a template, which beats
-a prefix, and a longer literal beats a shorter one; ties go to the route
+beats a route for any host. Then an exact path beats a template, which beats
+a prefix, and a longer literal beats a shorter one. Ties go to the route
 listed first. A path that matches only routes for other methods gets 405.
 """
 

@@ -2,7 +2,7 @@
 
 A target is marked down after `unhealthy_threshold` failed probes in a row
 and up again after `healthy_threshold` successes in a row. A probe passes
-when the target answers `GET path` with a status from 200 to 399 within
+when the target responds to `GET path` with a status from 200 to 399 within
 `timeout`. Targets start as up, so a gateway serves at once after start.
 """
 

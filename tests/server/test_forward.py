@@ -524,7 +524,7 @@ def test_client_not_reading_is_cut_off(upstream: RawUpstream, tmp_path: Path) ->
 
 def test_connect_timeout_gets_504(tmp_path: Path) -> None:
     # A listener with a full accept queue: the kernel drops further SYNs, so
-    # connecting hangs as it would towards a host that does not answer.
+    # connecting hangs as it would towards a host that does not respond.
     blackhole = socket.socket()
     blackhole.bind(("127.0.0.1", 0))
     blackhole.listen(0)

@@ -1,6 +1,6 @@
 """Generated hostile requests against a real gateway.
 
-Invariants for every request: the gateway answers with a well-formed
+Invariants for every request: the gateway responds with a well-formed
 HTTP/1.1 status line or closes the connection, within a few seconds; what
 it forwards is a request the upstream's parser (h11) accepts, with a
 normalized path and no client-written forwarding headers; and afterwards

@@ -164,7 +164,8 @@ def test_bad_reload_keeps_serving(gateway: Gateway, config_path: Path) -> None:
 def test_dead_worker_replaced(gateway: Gateway) -> None:
     victim = gateway.worker_pids()[0]
     os.kill(victim, signal.SIGKILL)
-    assert wait_for(lambda: len(gateway.worker_pids()) == 2 and victim not in gateway.worker_pids())
+    assert wait_for(lambda: victim not in gateway.worker_pids())
+    assert wait_for(lambda: len(gateway.worker_pids()) == 2)
     assert gateway.status(b"/health") == 200
 
 

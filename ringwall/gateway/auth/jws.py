@@ -325,9 +325,9 @@ def _verify_ecdsa(key: ec.EllipticCurvePublicKey, alg: str, data: bytes, signatu
     if not (0 < r < order and 0 < s < order):
         raise TokenInvalid(f"{alg} signature has r or s outside 1 to n - 1")
     # A high s is accepted: RFC 7518 allows it, and OpenSSL-based issuers
-    # produce it for about half of their signatures. Because (r, n - s) is then
-    # a second valid signature of the same token, no cache or revocation list
-    # may be keyed on the signature or the raw token; use issuer and jti.
+    # produce it for about half of their signatures. (r, n - s) is then a
+    # second valid signature of the same token, so revocation is keyed on
+    # issuer and jti, never on the signature.
     try:
         key.verify(encode_dss_signature(r, s), data, ec.ECDSA(_hash_for(alg)))
     except InvalidSignature:
