@@ -21,9 +21,8 @@ import stat
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from ringwall.errors import RingwallError
 
@@ -39,21 +38,7 @@ class AuditWriteError(RingwallError):
     """An audit record that a sink could not store."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AuditRecord:
-    """One audited decision on a request, or one administrative action.
-
-    `time` is in seconds since the epoch. `path` is the canonical path that
-    routing matched. `key_id` is the API key id or the JWT `kid`. `layer` is
-    the layer that made the decision, such as "authentication", and `reason`
-    is text written by Ringwall, never copied from the request. `action`
-    (such as "api_key.revoked") and `target` (such as the revoked key's id)
-    are set only for administrative actions.
-
-    Creating a record validates `time`, `decision`, `auth_method` and
-    `status` and raises `ValueError` naming the field.
-    """
-
+class _AuditFields(NamedTuple):
     time: float
     request_id: str
     subject: str | None
@@ -71,7 +56,67 @@ class AuditRecord:
     action: str | None = None
     target: str | None = None
 
-    def __post_init__(self) -> None:
+
+class AuditRecord(_AuditFields):
+    """One audited decision on a request, or one administrative action.
+
+    `time` is in seconds since the epoch. `path` is the canonical path that
+    routing matched. `key_id` is the API key id or the JWT `kid`. `layer` is
+    the layer that made the decision, such as "authentication", and `reason`
+    is text written by Ringwall, never copied from the request. `action`
+    (such as "api_key.revoked") and `target` (such as the revoked key's id)
+    are set only for administrative actions.
+
+    A record is an immutable tuple. Creating one with keywords validates
+    `time`, `decision`, `auth_method` and `status` and raises `ValueError`
+    naming the field. `of_request` skips those checks, for the values the
+    gateway itself fills in on every request.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, **values: Any) -> AuditRecord:
+        record = tuple.__new__(cls, _AuditFields(**values))
+        record._validate()
+        return record
+
+    @classmethod
+    def of_request(
+        cls,
+        time: float,
+        request_id: str,
+        identity: tuple[str | None, ...],
+        client_ip: str,
+        method: str,
+        path: str,
+        route: str | None,
+        decision: Decision,
+        layer: str,
+        reason: str | None,
+        status: int,
+    ) -> AuditRecord:
+        """Build a request's record from values the gateway produced; `identity` is
+        (subject, auth method, key id, issuer)."""
+        return tuple.__new__(
+            cls,
+            (
+                time,
+                request_id,
+                *identity,
+                client_ip,
+                method,
+                path,
+                route,
+                decision,
+                layer,
+                reason,
+                status,
+                None,
+                None,
+            ),
+        )
+
+    def _validate(self) -> None:
         if not (math.isfinite(self.time) and 0 <= self.time < _MAX_TIME):
             raise ValueError(f"time: invalid value {self.time!r}, expected epoch seconds")
         if self.decision not in ("allow", "deny"):
@@ -133,7 +178,7 @@ class AuditSink(Protocol):
 
 
 # Field names in line order. Each line ends with a `truncated` field after these.
-AUDIT_FIELDS = tuple(field.name for field in fields(AuditRecord))
+AUDIT_FIELDS: tuple[str, ...] = _AuditFields._fields
 
 # Fields cut when a line must fit in one atomic write.
 _SHORTENABLE = tuple(
@@ -160,18 +205,25 @@ def format_audit_line(record: AuditRecord, max_bytes: int | None = None) -> byte
     return _encode_cut(values, max_bytes)
 
 
-_second_cache: list[object] = [-1, ""]
+_time_cache: list[object] = [-1, "", -1, ""]  # second, its text, millisecond, its text
 
 
 def _format_time(seconds: float) -> str:
     # Same form as the access log's `time`, so the two logs read alike. The
-    # date and time to the second are formatted once per second.
-    whole = int(seconds)
-    if _second_cache[0] != whole:
-        moment = datetime.fromtimestamp(whole, UTC)
-        _second_cache[0] = whole
-        _second_cache[1] = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{_second_cache[1]}.{int(seconds * 1000) % 1000:03d}Z"
+    # date and time to the second are formatted once per second, and the
+    # whole text once per millisecond: records of one batch often share it.
+    millisecond = int(seconds * 1000)
+    cache = _time_cache
+    if cache[2] == millisecond:
+        return cache[3]  # type: ignore[return-value]
+    whole = millisecond // 1000
+    if cache[0] != whole:
+        cache[0] = whole
+        cache[1] = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    text = f"{cache[1]}.{millisecond % 1000:03d}Z"
+    cache[2] = millisecond
+    cache[3] = text
+    return text
 
 
 _quote = json.encoder.encode_basestring_ascii  # the encoder json.dumps uses for str
@@ -181,17 +233,37 @@ def _text(value: str | None) -> str:
     return "null" if value is None else _quote(value)
 
 
+# JSON text of field runs that repeat from record to record: the caller's
+# identity (4 fields), and the route with the decision (7 fields). Cleared
+# when it grows past _FRAGMENTS_MAX, so varied input costs time, not memory.
+_fragments: dict[tuple[object, ...], str] = {}
+_FRAGMENTS_MAX = 4096
+
+
+def _fragment(values: tuple[object, ...], names: tuple[str, ...]) -> str:
+    text = _fragments.get(values)
+    if text is None:
+        if len(_fragments) >= _FRAGMENTS_MAX:
+            _fragments.clear()
+        text = ",".join(
+            f'"{name}":{value}' if isinstance(value, int) else f'"{name}":{_text(value)}'  # type: ignore[arg-type]
+            for name, value in zip(names, values, strict=True)
+        )
+        _fragments[values] = text
+    return text
+
+
+_IDENTITY_NAMES = ("subject", "auth_method", "key_id", "issuer")
+_DECISION_NAMES = ("route", "decision", "layer", "reason", "status", "action", "target")
+
+
 def _encode_fast(record: AuditRecord) -> bytes:
     """Return the same line as `_encode` of the record's values, without building a dict."""
     return (
-        f'{{"time":"{_format_time(record.time)}","request_id":{_quote(record.request_id)},'
-        f'"subject":{_text(record.subject)},"auth_method":{_text(record.auth_method)},'
-        f'"key_id":{_text(record.key_id)},"issuer":{_text(record.issuer)},'
-        f'"client_ip":{_quote(record.client_ip)},"method":{_quote(record.method)},'
-        f'"path":{_quote(record.path)},"route":{_text(record.route)},'
-        f'"decision":{_quote(record.decision)},"layer":{_quote(record.layer)},'
-        f'"reason":{_text(record.reason)},"status":{record.status},'
-        f'"action":{_text(record.action)},"target":{_text(record.target)},"truncated":false}}\n'
+        f'{{"time":"{_format_time(record[0])}","request_id":{_quote(record[1])},'
+        f"{_fragment(record[2:6], _IDENTITY_NAMES)},"
+        f'"client_ip":{_quote(record[6])},"method":{_quote(record[7])},'
+        f'"path":{_quote(record[8])},{_fragment(record[9:], _DECISION_NAMES)},"truncated":false}}\n'
     ).encode("ascii")
 
 
@@ -291,7 +363,11 @@ class JsonLinesAuditSink:
             return
         if self._closed:
             raise AuditWriteError(f"audit log {self.destination} is closed")
-        data = b"".join(self._format(record) for record in records)
+        if self._line_open:
+            data = b"".join(self._format(record) for record in records)
+        else:
+            # A regular file needs no cut to PIPE_BUF, so no `format_audit_line`.
+            data = b"".join(map(_encode_fast, records))
         try:
             self._write_all(data)
             if self._fsync:

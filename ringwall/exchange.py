@@ -38,6 +38,9 @@ class Exchange:
     upgrade: bytes | None = None
     keep_alive = True
     body: RequestBody | None = None
+    # The Authorization values, and where the last one is in `forward_headers`.
+    authorization: tuple[bytes, ...] | list[bytes] = ()
+    authorization_at = -1
     rejection: Rejection | None = None
 
     # Set by layers.

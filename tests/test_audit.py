@@ -1,6 +1,5 @@
 """Tests for ringwall.audit: record checks, the JSON line format, sinks and AuditLog."""
 
-import dataclasses
 import errno
 import json
 import logging
@@ -85,11 +84,31 @@ class FakeClock:
 # Records
 
 
-def test_record_frozen_with_slots() -> None:
+def test_record_immutable_without_dict() -> None:
     record = make_record()
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         record.status = 500  # type: ignore[misc]
     assert not hasattr(record, "__dict__")
+
+
+def test_request_record_matches_checked_record() -> None:
+    checked = make_record()
+    trusted = AuditRecord.of_request(
+        checked.time,
+        checked.request_id,
+        (checked.subject, checked.auth_method, checked.key_id, checked.issuer),
+        checked.client_ip,
+        checked.method,
+        checked.path,
+        checked.route,
+        checked.decision,
+        checked.layer,
+        checked.reason,
+        checked.status,
+    )
+    assert trusted == checked
+    assert type(trusted) is AuditRecord
+    assert format_audit_line(trusted) == format_audit_line(checked)
 
 
 def test_record_admin_fields_default_none() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ringwall.audit import AuditLog, AuditRecord
+from ringwall.audit import AuditLog, AuditRecord, Decision
 from ringwall.errors import Rejection, ServiceUnavailable
 
 if TYPE_CHECKING:
@@ -33,26 +33,26 @@ def route_audited(route: CompiledRoute) -> bool:
     return not route.route.auth.public if setting is None else setting
 
 
+_ANONYMOUS = (None, None, None, None)
+
+
 def _record(
-    exchange: Exchange, decision: str, layer: str, reason: str | None, status: int
+    exchange: Exchange, decision: Decision, layer: str, reason: str | None, status: int
 ) -> AuditRecord:
     identity = exchange.identity
     route = exchange.route
-    return AuditRecord(
-        time=time.time(),
-        request_id=exchange.request_id,
-        subject=identity.subject if identity else None,
-        auth_method=identity.method if identity else None,  # type: ignore[arg-type]
-        key_id=identity.key_id if identity else None,
-        issuer=identity.issuer if identity else None,
-        client_ip=exchange.client_ip,
-        method=exchange.method,
-        path=exchange.path,
-        route=route.name if route else None,
-        decision=decision,  # type: ignore[arg-type]
-        layer=layer,
-        reason=reason,
-        status=status,
+    return AuditRecord.of_request(
+        time.time(),
+        exchange.request_id,
+        identity.audit_fields if identity is not None else _ANONYMOUS,
+        exchange.client_ip,
+        exchange.method,
+        exchange.path,
+        route.name if route is not None else None,
+        decision,
+        layer,
+        reason,
+        status,
     )
 
 

@@ -189,6 +189,7 @@ class AuthenticationLayer:
     ) -> None:
         self.config = config
         self.issuers = issuers
+        self._all_issuers = tuple(issuers)
         self.api_keys = api_keys
         self.revocations = revocations
         self.tokens = TokenCache(config.token_cache_size)
@@ -218,18 +219,14 @@ class AuthenticationLayer:
         raise _unauthorized(auth, "credentials are missing", invalid=False)
 
     def _credentials(self, exchange: Exchange, auth: RouteAuth) -> tuple[bytes | None, list[bytes]]:
-        authorization = []
         api_key_values = []
         key_header = self.api_keys.header if self.api_keys is not None else None
-        for name, value in exchange.headers:
-            lower = name.lower()
-            if lower == b"authorization":
-                authorization.append(value)
-            elif lower == key_header:
-                api_key_values.append(value)
+        if key_header is not None:
+            api_key_values = exchange.header_values(key_header)
         if "jwt" not in auth.methods:
             # Not read on this route, and removed before forwarding once a key is verified.
             return None, api_key_values
+        authorization = exchange.authorization
         if len(authorization) > 1:
             raise _unauthorized(auth, "more than one Authorization header", invalid=True)
         bearer = None
@@ -254,18 +251,14 @@ class AuthenticationLayer:
             # Revoked in the shared store, which reaches instances the key file does not.
             raise _unauthorized(auth, "API key rejected: revoked", invalid=True)
         # An Authorization field the gateway did not verify must not reach the upstream.
-        exchange.forward_headers = [
-            (name, value)
-            for name, value in exchange.forward_headers
-            if name.lower() != b"authorization"
-        ]
+        _drop_authorization(exchange)
 
     def _authenticate_token(
         self, exchange: Exchange, auth: RouteAuth, token: bytes
     ) -> Awaitable[None] | None:
         now = self.clock()
         cached = self.tokens.get(token, now)
-        allowed = auth.issuers or tuple(self.issuers)
+        allowed = auth.issuers or self._all_issuers
         if cached is not None and cached[0] in allowed:
             exchange.identity = cached[1]
             self._check_revoked(cached[1], auth)
@@ -286,11 +279,7 @@ class AuthenticationLayer:
     @staticmethod
     def _strip_token(exchange: Exchange, issuer: Issuer) -> None:
         if not issuer.config.forward_token:
-            exchange.forward_headers = [
-                (name, value)
-                for name, value in exchange.forward_headers
-                if name.lower() != b"authorization"
-            ]
+            _drop_authorization(exchange)
 
     def _check_revoked(self, identity: Identity, auth: RouteAuth) -> None:
         if self.revocations is not None and self.revocations.is_revoked(
@@ -343,6 +332,24 @@ class AuthenticationLayer:
             if issuer.config.issuer == iss:
                 return issuer
         raise _unauthorized(auth, "token rejected: issuer not accepted on this route", invalid=True)
+
+
+def _drop_authorization(exchange: Exchange) -> None:
+    """Remove the Authorization fields from what is forwarded."""
+    if not exchange.authorization:
+        return
+    forward = exchange.forward_headers
+    at = exchange.authorization_at
+    if (
+        len(exchange.authorization) == 1
+        and at < len(forward)
+        and forward[at][0].lower() == b"authorization"
+    ):
+        del forward[at]
+        return
+    exchange.forward_headers = [
+        (name, value) for name, value in forward if name.lower() != b"authorization"
+    ]
 
 
 def _unauthorized(auth: RouteAuth, reason: str, *, invalid: bool) -> Unauthorized:

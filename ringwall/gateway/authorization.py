@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ringwall.config.model import AuthorizeRule, RoleRule
+from ringwall.config.model import AuthorizeRule, OwnerRule, RoleRule
 from ringwall.errors import Forbidden, Unauthorized
 from ringwall.gateway.identity import Identity, claim_at
 
@@ -37,42 +37,67 @@ class AuthorizationLayer:
         rules = route.route.authorize
         if not rules:
             return
-        for rule in rules:
-            if rule.methods and exchange.method not in rule.methods:
-                continue
-            identity = exchange.identity
-            if identity is None:
-                raise Unauthorized(
-                    LAYER,
-                    "credentials are required for this request",
-                    headers=(("WWW-Authenticate", 'Bearer realm="ringwall"'),),
-                )
-            problem = _unmet(rule, identity, exchange.params)
-            if problem:
-                raise Forbidden(LAYER, problem, detail=_NOT_ALLOWED)
+        identity = exchange.identity
+        if identity is None:
+            for rule in rules:
+                if not rule.methods or exchange.method in rule.methods:
+                    raise Unauthorized(
+                        LAYER,
+                        "credentials are required for this request",
+                        headers=(("WWW-Authenticate", 'Bearer realm="ringwall"'),),
+                    )
+            return
+        # Roles and scopes depend on the identity alone, so they are checked
+        # once per identity, rule list and method: a cached token serves many
+        # requests. Ownership depends on the path and is checked every time.
+        key = (id(rules), exchange.method)
+        cached = identity.decisions.get(key)
+        if cached is None or cached[0] is not rules:
+            cached = (rules, *_grants(rules, exchange.method, identity))
+            if len(identity.decisions) < _MAX_DECISIONS:
+                identity.decisions[key] = cached
+        _, problem, owner_rules = cached
+        if not problem:
+            for owner in owner_rules:
+                problem = _not_owner(owner, identity, exchange.params)
+                if problem:
+                    break
+        if problem:
+            raise Forbidden(LAYER, problem, detail=_NOT_ALLOWED)
 
 
-def _unmet(rule: AuthorizeRule, identity: Identity, params: dict[str, str]) -> str:
-    """Return which requirement of `rule` the identity does not meet, or ""."""
-    problem = _missing(rule.roles, identity.roles, "role")
-    if problem:
-        return problem
-    problem = _missing(rule.scopes, identity.scopes, "scope")
-    if problem:
-        return problem
-    owner = rule.owner
-    if owner is not None:
-        value = params.get(owner.param)
-        claim = claim_at(identity.claims, owner.claim)
-        owned = (
-            claim == value
-            if isinstance(claim, str)
-            else (isinstance(claim, list | tuple) and value in claim)
+# Bounds the per-identity decision memo; beyond it, decisions are just not kept.
+_MAX_DECISIONS = 64
+
+
+def _grants(
+    rules: tuple[AuthorizeRule, ...], method: str, identity: Identity
+) -> tuple[str, tuple[OwnerRule, ...]]:
+    """Return the first unmet role or scope requirement ("" if none) and the ownership rules."""
+    owners = []
+    for rule in rules:
+        if rule.methods and method not in rule.methods:
+            continue
+        problem = _missing(rule.roles, identity.roles, "role") or _missing(
+            rule.scopes, identity.scopes, "scope"
         )
-        if value is None or not owned:
-            return (
-                f"path parameter {owner.param} is not in claim {owner.claim} of {identity.subject}"
-            )
+        if problem:
+            return problem, ()
+        if rule.owner is not None:
+            owners.append(rule.owner)
+    return "", tuple(owners)
+
+
+def _not_owner(owner: OwnerRule, identity: Identity, params: dict[str, str]) -> str:
+    value = params.get(owner.param)
+    claim = claim_at(identity.claims, owner.claim)
+    owned = (
+        claim == value
+        if isinstance(claim, str)
+        else (isinstance(claim, list | tuple) and value in claim)
+    )
+    if value is None or not owned:
+        return f"path parameter {owner.param} is not in claim {owner.claim} of {identity.subject}"
     return ""
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ringwall.config.model import OwnerRule
 
 # Bytes a header value may carry as they are: visible ASCII and space. Any
 # other byte (CR, LF, NUL, other controls, non-ASCII) is percent-encoded, so
@@ -32,10 +36,19 @@ class Identity:
     # The encoded X-Ringwall-* lines, made once: an identity from the token
     # cache serves many requests.
     header_block: bytes = field(default=b"", compare=False)
+    # Subject, method, key id and issuer, as the audit record lists them.
+    audit_fields: tuple[str | None, ...] = field(default=(), compare=False)
+    # Role and scope checks already made for this identity, by rule list (see
+    # ringwall.gateway.authorization). An identity lives in one runtime's token cache.
+    decisions: dict[tuple[int, str], tuple[object, str, tuple[OwnerRule, ...]]] = field(
+        default_factory=dict, compare=False
+    )
 
     def __post_init__(self) -> None:
         block = b"".join(b"%b: %b\r\n" % line for line in identity_headers(self))
         object.__setattr__(self, "header_block", block)
+        fields = (self.subject, self.method, self.key_id, self.issuer)
+        object.__setattr__(self, "audit_fields", fields)
 
 
 def encode_header_value(text: str, separator: bytes = b"") -> bytes:

@@ -69,6 +69,8 @@ class RequestHeaders:
     """The result of one pass over a request's header fields, and the fields to forward."""
 
     __slots__ = (
+        "authorization",
+        "authorization_at",
         "chunked",
         "content_length",
         "expect",
@@ -88,6 +90,9 @@ class RequestHeaders:
         self.upgrade: bytes | None = None
         self.request_id = b""
         self.forward: list[tuple[bytes, bytes]] = []
+        # Authorization values, and the index in `forward` of the last one.
+        self.authorization: list[bytes] = []
+        self.authorization_at = -1
 
 
 # Fields the gateway reads itself; none of them is forwarded as received.
@@ -150,6 +155,9 @@ def read_request_headers(
             canonical = lower
         if canonical in owned or canonical.startswith(GATEWAY_OWNED_PREFIX):
             continue
+        if lower == b"authorization":
+            found.authorization.append(value)
+            found.authorization_at = len(forward)
         forward.append((name, value))
     if named:
         found.forward = [(n, v) for n, v in forward if n.lower() not in named]

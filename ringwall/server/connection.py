@@ -264,6 +264,9 @@ class ClientConnection(asyncio.Protocol):
             exchange.headers, runtime.request_id_lower, runtime.owned_headers
         )
         exchange.forward_headers = found.forward
+        if found.authorization:
+            exchange.authorization = found.authorization
+            exchange.authorization_at = found.authorization_at
         exchange.content_length = found.content_length
         exchange.chunked = found.chunked
         exchange.has_body = found.chunked or bool(found.content_length)

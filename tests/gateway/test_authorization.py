@@ -102,3 +102,20 @@ def test_owner_rule(claim: object, allowed: bool) -> None:
 def test_anonymous_gets_401() -> None:
     with pytest.raises(Unauthorized):
         check(make_exchange([{"roles": ["customer"]}], None))
+
+
+def test_remembered_decision_is_per_method_and_route() -> None:
+    # One identity, as the token cache hands out, across methods and routes.
+    caller = identity(roles=("viewer",), accounts=["acc-1001"])
+    rules = [{"methods": ["POST"], "roles": ["admin"]}, {"owner": {"param": "account_id", "claim": "accounts"}}]
+    get = make_exchange(rules, caller, method="GET")
+    post = make_exchange(rules, caller, method="POST")
+    for _ in range(2):
+        check(get)
+        with pytest.raises(Forbidden):
+            check(post)
+    other_account = make_exchange(rules, caller, params={"account_id": "acc-9"})
+    with pytest.raises(Forbidden):
+        check(other_account)
+    admin_rule = make_exchange([{"roles": ["viewer"]}], caller, method="POST")
+    check(admin_rule)

@@ -85,6 +85,23 @@ def test_request_read_fields_not_forwarded(name: bytes) -> None:
     assert forwarded([(name, value), (b"Accept", b"*/*")]) == [(b"Accept", b"*/*")]
 
 
+def test_request_authorization_found_with_its_forward_index() -> None:
+    found = read_request_headers(
+        [(b"Accept", b"*/*"), (b"Host", b"a"), (b"authorization", b"Bearer t"), (b"X-A", b"1")],
+        REQUEST_ID,
+        OWNED,
+    )
+    assert found.authorization == [b"Bearer t"]
+    assert found.forward[found.authorization_at] == (b"authorization", b"Bearer t")
+
+
+def test_request_repeated_authorization_all_found() -> None:
+    found = read_request_headers(
+        [(b"Authorization", b"Bearer a"), (b"AUTHORIZATION", b"Bearer b")], REQUEST_ID, OWNED
+    )
+    assert found.authorization == [b"Bearer a", b"Bearer b"]
+
+
 def test_request_fields_read() -> None:
     found = read_request_headers(
         [

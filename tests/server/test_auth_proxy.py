@@ -360,3 +360,19 @@ def test_token_not_forwarded_by_default(setup: Setup) -> None:
     names = [name.lower() for name, _ in response.json()["headers"]]
     assert "authorization" not in names
     assert "x-ringwall-subject" in names
+
+
+def test_token_not_forwarded_when_connection_names_other_fields(setup: Setup) -> None:
+    # Fields named in Connection are dropped after the pass that finds the
+    # token, so the token's position in the forwarded list moves.
+    token = setup.issuer.token(**claims()).encode()
+    response = request(
+        setup.gateway.port,
+        b"GET /api/echo HTTP/1.1\r\nHost: a\r\nConnection: x-a\r\nX-A: 1\r\n"
+        b"Authorization: Bearer %b\r\nX-B: 2\r\n\r\n" % token,
+    )
+    assert response.status == 200
+    names = [name.lower() for name, _ in response.json()["headers"]]
+    assert "authorization" not in names
+    assert "x-a" not in names
+    assert "x-b" in names
