@@ -105,6 +105,39 @@ def auth_chain_verdict(ratio: float | None) -> str:
     return f"{outcome}: ratio {ratio:.2f}, target >= {AUTH_CHAIN_TARGET:.2f}"
 
 
+# Systems that add one layer to plain Ringwall, with the least ratio of
+# plain CPU/request to theirs that the layer may cost.
+LAYER_TARGETS = {"ringwall-limited": 0.90, "ringwall-limited-redis": 0.75}
+
+
+def layer_ratios(results: list[SystemResult]) -> dict[str, float | None]:
+    """Return ringwall CPU/request divided by each measured layer system's CPU/request."""
+    by_name = {result.name: result for result in results}
+    plain = _valid_cpu_per_request(by_name.get("ringwall"))
+    ratios: dict[str, float | None] = {}
+    for name in LAYER_TARGETS:
+        if name not in by_name:
+            continue
+        layered = _valid_cpu_per_request(by_name[name])
+        ratios[name] = plain / layered if plain and layered else None
+    return ratios
+
+
+def format_layer_lines(ratios: dict[str, float | None]) -> str:
+    lines = []
+    for name, ratio in ratios.items():
+        target = LAYER_TARGETS[name]
+        if ratio is None:
+            lines.append(f"{name} (ringwall CPU/request / {name} CPU/request): not measured")
+            continue
+        outcome = "PASS" if ratio >= target else "FAIL"
+        lines.append(
+            f"{name} (ringwall CPU/request / {name} CPU/request): {ratio:.2f}: "
+            f"{outcome}, target >= {target:.2f}"
+        )
+    return "\n".join(lines)
+
+
 def format_auth_chain_lines(ratio: float | None) -> str:
     value = "not measured" if ratio is None else f"{ratio:.2f}"
     return (

@@ -53,7 +53,9 @@ from report import (
     auth_chain_verdict,
     efficiencies,
     format_auth_chain_lines,
+    format_layer_lines,
     format_table,
+    layer_ratios,
     machine_facts,
     result_to_json,
     verdict,
@@ -61,7 +63,15 @@ from report import (
 )
 from wrk_output import WrkOutputError, WrkResult, parse_wrk_output
 
-SYSTEMS = ("direct", "nginx", "nginx-modsecurity", "ringwall", "ringwall-auth")
+SYSTEMS = (
+    "direct",
+    "nginx",
+    "nginx-modsecurity",
+    "ringwall",
+    "ringwall-auth",
+    "ringwall-limited",
+    "ringwall-limited-redis",
+)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RINGWALL_BIN = REPO_ROOT / ".venv" / "bin" / "ringwall"
 RINGWALL_CONFIG = REPO_ROOT / "examples" / "minimal.yaml"
@@ -401,6 +411,32 @@ def launch_ringwall_auth(bench: Bench, port: int) -> Launch:
     )
 
 
+def write_limited_config(prefix: Path, store: str) -> Path:
+    """Write Ringwall's config with a per-IP limit on `/` that the run never reaches."""
+    limits = "limits:\n  store: {kind: embedded}\n"
+    if store == "redis":
+        limits = (
+            "limits:\n  store: {kind: redis, url: \"redis://127.0.0.1:6379\", "
+            "key_prefix: \"ringwall-bench:\", on_failure: fail_closed}\n"
+        )
+    path = prefix / f"ringwall-limited-{store}.yaml"
+    path.write_text(
+        limits
+        + """upstreams:
+  app:
+    targets: ["${UPSTREAM_URL}"]
+routes:
+  - name: all
+    path: /
+    upstream: app
+    auth: none
+    limits:
+      - {name: per-ip, key: [ip], rate: 1000000000/s}
+"""
+    )
+    return path
+
+
 def auth_rejection_checks(chain: AuthChain) -> tuple[RejectionCheck, ...]:
     """Return the requests that show the route checks the token and the role."""
     return (
@@ -418,6 +454,9 @@ def launch_proxy(bench: Bench, name: str, port: int) -> Launch:
         return launch_ringwall(bench, port)
     if name == "ringwall-auth":
         return launch_ringwall_auth(bench, port)
+    if name in ("ringwall-limited", "ringwall-limited-redis"):
+        store = "redis" if name.endswith("redis") else "embedded"
+        return launch_ringwall(bench, port, write_limited_config(bench.prefix, store))
     return launch_nginx(bench, name, port)
 
 
@@ -524,6 +563,7 @@ class Outcome:
     ratios: dict[str, float | None]
     auth_ratio: float | None
     cold: ColdTimings | None
+    layers: dict[str, float | None] = field(default_factory=dict)
 
 
 def print_summary(outcome: Outcome) -> None:
@@ -536,6 +576,8 @@ def print_summary(outcome: Outcome) -> None:
         print(f"efficiency vs {baseline} ({baseline} CPU/request / ringwall CPU/request): {value}")
     print(f"target: {verdict(outcome.ratios)}")
     print(format_auth_chain_lines(outcome.auth_ratio))
+    if outcome.layers:
+        print(format_layer_lines(outcome.layers))
     if outcome.cold is not None:
         print()
         print(format_cold_report(outcome.cold))
@@ -562,6 +604,7 @@ def build_document(
         "verdict": verdict(outcome.ratios),
         "auth_chain_ratio": outcome.auth_ratio,
         "auth_chain_verdict": auth_chain_verdict(outcome.auth_ratio),
+        "layer_ratios": outcome.layers,
         "jwt_cold": None if outcome.cold is None else outcome.cold.to_json(),
     }
 
@@ -583,7 +626,9 @@ def run_benchmark(settings: Settings, argv: list[str]) -> int:
         else:
             shutil.rmtree(prefix, ignore_errors=True)
 
-    outcome = Outcome(results, efficiencies(results), auth_chain_ratio(results), cold)
+    outcome = Outcome(
+        results, efficiencies(results), auth_chain_ratio(results), cold, layer_ratios(results)
+    )
     print_summary(outcome)
     path = write_results(build_document(settings, argv, outcome, busy_before))
     print(f"bench: results written to {path}")

@@ -131,6 +131,11 @@ class HeaderFieldsTooLarge(Rejection):
     title = "Request Header Fields Too Large"
 
 
+class TooManyRequests(Rejection):
+    status = 429
+    title = "Too Many Requests"
+
+
 class BadGateway(Rejection):
     status = 502
     title = "Bad Gateway"

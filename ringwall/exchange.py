@@ -47,6 +47,8 @@ class Exchange:
     route: CompiledRoute | None = None
     identity: Identity | None = None
     upstream_path = ""
+    # Fields added to the response, such as RateLimit; empty for most requests.
+    response_headers: list[tuple[bytes, bytes]] | tuple[()] = ()
 
     # Response, for the access log.
     close = False

@@ -16,6 +16,7 @@ from typing import Any
 from ringwall.audit import AuditLog, JsonLinesAuditSink
 from ringwall.config.model import AuditLogConfig, AuthConfig, Config, IssuerConfig
 from ringwall.edge.client_ip import ClientAddressResolver
+from ringwall.edge.rate_limit import EdgeRateLimitLayer, RouteRateLimitLayer
 from ringwall.exchange import Exchange
 from ringwall.gateway.auditing import AuditLayer
 from ringwall.gateway.auth.jwk import VerificationKey, verification_key
@@ -25,14 +26,17 @@ from ringwall.gateway.auth.jwt import ClaimRules
 from ringwall.gateway.authentication import ApiKeys, AuthenticationLayer, Issuer, KeySource
 from ringwall.gateway.authorization import AuthorizationLayer
 from ringwall.gateway.body_limit import BodyLimitLayer
+from ringwall.gateway.quota import QuotaLayer
 from ringwall.gateway.revocation import RevocationList
 from ringwall.gateway.routing import Router, RoutingLayer
 from ringwall.gateway.upstream_token import JwksEndpointLayer, UpstreamTokenSigner
 from ringwall.http.headers import GATEWAY_OWNED, canonical_name
+from ringwall.limits.limiter import CompiledLimit, KeyBuilder, Limiter
 from ringwall.pipeline import Layer, Pipeline
 from ringwall.server.jwks_fetch import JwksSource
 from ringwall.server.redis_revocations import RedisRevocationList
 from ringwall.server.upstream import UpstreamRuntime
+from ringwall.state.shared import SharedStore
 
 _REQUEST_ID_BYTES = bytes(
     sorted(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
@@ -57,7 +61,12 @@ def valid_request_id(value: bytes) -> bool:
 
 
 class Runtime:
-    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        config: Config,
+        loop: asyncio.AbstractEventLoop,
+        shared: SharedStore | None = None,
+    ) -> None:
         self.config = config
         server = config.server
         self.limits = server.limits
@@ -96,17 +105,79 @@ class Runtime:
         if config.auth.upstream_token is not None:
             self.upstream_token = UpstreamTokenSigner(config.auth.upstream_token)
             before_routing.append(JwksEndpointLayer(self.upstream_token))
-        after_routing: list[Layer] = [
+        self.shared = shared
+        self._owns_shared = False
+        limiter = self._limiter(config, loop)
+        after_routing: list[Layer] = []
+        quota_layer: QuotaLayer | None = None
+        if limiter is not None:
+            store = config.limits.store
+            edge = tuple(
+                CompiledLimit.compile(limit, "edge", store.on_failure)
+                for limit in config.limits.edge
+            )
+            if edge:
+                before_routing.append(EdgeRateLimitLayer(limiter, edge))
+            by_ip: dict[str, tuple[CompiledLimit, ...]] = {}
+            by_caller: dict[str, tuple[CompiledLimit, ...]] = {}
+            for route in config.routes:
+                compiled = [
+                    (limit, CompiledLimit.compile(limit, route.name, store.on_failure))
+                    for limit in route.limits
+                ]
+                ip_limits = tuple(c for limit, c in compiled if not limit.after_authentication)
+                caller_limits = tuple(c for limit, c in compiled if limit.after_authentication)
+                if ip_limits:
+                    by_ip[route.name] = ip_limits
+                if caller_limits:
+                    by_caller[route.name] = caller_limits
+            if by_ip:
+                after_routing.append(RouteRateLimitLayer(limiter, by_ip))
+            if by_caller:
+                quota_layer = QuotaLayer(limiter, by_caller)
+        after_routing += [
             # A declared body over the limit is refused before any credential
             # is checked, as nginx does with client_max_body_size.
             BodyLimitLayer(self.limits.max_body_bytes),
             self._authentication(config.auth, loop),
             AuthorizationLayer(),
         ]
+        if quota_layer is not None:
+            after_routing.append(quota_layer)
         if self.audit is not None:
             after_routing.append(AuditLayer(self.audit))
         self.pipeline = Pipeline(
             before_routing, RoutingLayer(self.router), after_routing, self.router.routes
+        )
+
+    def _limiter(self, config: Config, loop: asyncio.AbstractEventLoop) -> Limiter | None:
+        """Return the limiter of the configured store, or None when nothing is limited."""
+        limits = config.limits
+        if not limits.edge and not any(route.limits for route in config.routes):
+            return None
+        store = limits.store
+        if self.shared is None:
+            # One process without a supervisor (tests, embedding): a private store.
+            self.shared = SharedStore.create(store.max_keys, workers=1)
+            self._owns_shared = True
+        keys = KeyBuilder(limits.ipv6_prefix)
+        if store.kind == "embedded":
+            return Limiter(self.shared, keys, retry_after_on_failure=limits.store_retry_after)
+        # Imported here: a gateway without Redis never loads the client.
+        from ringwall.state.redis_client import RedisClient, RedisUnavailable
+        from ringwall.state.redis_limits import RedisLimits
+
+        assert store.url is not None
+        client = RedisClient.from_url(store.url, timeout=store.timeout, ca_file=store.ca_file)
+        self._closers.append(client.close)
+        remote = RedisLimits(client, prefix=f"{store.key_prefix}rl:".encode())
+        return Limiter(
+            self.shared,
+            keys,
+            remote=remote,
+            instances=store.instances,
+            retry_after_on_failure=limits.store_retry_after,
+            unavailable=(RedisUnavailable,),
         )
 
     def _authentication(
@@ -209,9 +280,13 @@ class Runtime:
 
     def release(self) -> None:
         """Close what requests in flight may still use; call once none are left."""
-        if self.audit is not None and not self._released:
-            self._released = True
+        if self._released:
+            return
+        self._released = True
+        if self.audit is not None:
             self.audit.close()
+        if self._owns_shared and self.shared is not None:
+            self.shared.close()
 
     def close(self) -> None:
         if self._closed:

@@ -196,3 +196,15 @@ def test_demo_signs_upstream_token(gateway: GatewayThread, issuer: DemoIssuer) -
     jwks = get(gateway, "/.well-known/ringwall/jwks.json")
     assert jwks.status == 200
     assert jwks.json()["keys"][0]["alg"] == "ES256"
+
+
+def test_demo_products_limit_per_ip(gateway: GatewayThread) -> None:
+    statuses = [get(gateway, "/api/products").status for _ in range(100)]
+    assert statuses == [200] * 100
+    refused = get(gateway, "/api/products")
+    assert refused.status == 429
+    assert refused.header("Retry-After") is not None
+    assert int(refused.header("Retry-After") or "0") >= 1
+    assert refused.header("RateLimit-Policy") == '"per-ip";q=100;w=60'
+    assert (refused.header("RateLimit") or "").startswith('"per-ip";r=0;t=')
+    assert refused.header("Content-Type") == "application/problem+json"

@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ringwall.config.limits import LimitConfig, LimitsConfig
 from ringwall.config.types import ByteSize, Duration, ListenAddress, SecretValue
 
 KiB = 1024
@@ -435,6 +436,7 @@ class Route(Model):
     audit: bool | None = None
     upstream: str
     max_body_bytes: ByteSize | None = None
+    limits: tuple[LimitConfig, ...] = ()
 
     @field_validator("hosts", mode="before")
     @classmethod
@@ -501,6 +503,14 @@ class Route(Model):
             raise ValueError("strip_prefix needs match: prefix")
         if self.authorize and self.auth.public:
             raise ValueError("authorize needs an authenticated route: set auth to jwt or api_key")
+        names = [limit.name for limit in self.limits]
+        if len(set(names)) != len(names):
+            raise ValueError("limits: each limit of a route needs its own name")
+        for limit in self.limits:
+            if limit.after_authentication and self.auth.public:
+                raise ValueError(
+                    f"limit {limit.name!r} counts per caller: the route needs auth jwt or api_key"
+                )
         params = {segment[1:-1] for segment in self.path.split("/") if segment.startswith("{")}
         for rule in self.authorize:
             if rule.owner is not None and rule.owner.param not in params:
@@ -518,6 +528,7 @@ class Config(Model):
     auth: AuthConfig = AuthConfig()
     upstreams: dict[str, Upstream] = Field(default_factory=dict)
     routes: tuple[Route, ...] = ()
+    limits: LimitsConfig = LimitsConfig()
 
     @model_validator(mode="after")
     def _name_routes(self) -> Config:

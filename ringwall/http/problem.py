@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http
 import json
+from collections.abc import Sequence
 
 from ringwall.errors import Rejection
 
@@ -44,8 +45,9 @@ def problem_response(
     *,
     head_only: bool = False,
     close: bool = False,
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> bytes:
-    """Return a complete HTTP/1.1 response for `rejection`."""
+    """Return a complete HTTP/1.1 response for `rejection`, with `extra_headers` added."""
     body = problem_body(rejection, request_id)
     phrase = reason_phrase(rejection.status).decode("ascii")
     lines = [
@@ -56,6 +58,12 @@ def problem_response(
         f"{request_id_header}: {request_id}",
     ]
     lines.extend(f"{name}: {value}" for name, value in rejection.headers)
+    own = {name.lower() for name, _ in rejection.headers}
+    lines.extend(
+        f"{name.decode('latin-1')}: {value.decode('latin-1')}"
+        for name, value in extra_headers
+        if name.decode("latin-1").lower() not in own
+    )
     if close or rejection.close:
         lines.append("Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

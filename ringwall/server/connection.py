@@ -411,6 +411,7 @@ class ClientConnection(asyncio.Protocol):
             exchange.runtime.config.server.request_id_header,
             head_only=exchange.method == "HEAD",
             close=close,
+            extra_headers=exchange.response_headers,
         )
         exchange.bytes_out += len(response)
         self.write(response)

@@ -364,6 +364,11 @@ class Forwarder:
         elif exchange.version == "1.0":
             kept.append((b"Connection", b"keep-alive"))
         kept.append((exchange.runtime.request_id_header, exchange.request_id.encode("ascii")))
+        if exchange.response_headers:
+            added = {name.lower() for name, _ in exchange.response_headers}
+            # The gateway's fields replace the upstream's of the same name.
+            kept = [field for field in kept if field[0].lower() not in added]
+            kept.extend(exchange.response_headers)
         self.head_sent = True
         self._output.append(self._head_bytes(status, reason, kept))
 

@@ -25,6 +25,7 @@ from ringwall.config.model import Config
 from ringwall.errors import ConfigError
 from ringwall.logs import configure_error_log
 from ringwall.server.worker import run_worker, send_config
+from ringwall.state.shared import SharedStore
 
 log = logging.getLogger("ringwall.supervisor")
 
@@ -73,10 +74,15 @@ class Supervisor:
     draining: set[int] = field(default_factory=set)
     stopping: bool = False
     _file_stamp: tuple[float, int] = (0.0, 0)
+    # Limits and bans shared by all workers; made before the first fork.
+    shared: SharedStore | None = None
 
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
         self._file_stamp = self._stamp()
+        # NOTE: the store's size is read at start; a reload that changes
+        # limits.store.max_keys takes effect at the next restart.
+        self.shared = SharedStore.create(self.config.limits.store.max_keys)
         for _ in range(self.config.server.worker_count()):
             self._spawn()
         host, port = self.sock.getsockname()[:2]
@@ -109,7 +115,7 @@ class Supervisor:
                 os.close(other.config_fd)
             code = 0
             try:
-                run_worker(self.config, self.sock, read_fd)
+                run_worker(self.config, self.sock, read_fd, self.shared)
             except BaseException:
                 log.exception("worker failed")
                 code = 1

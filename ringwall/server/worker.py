@@ -14,6 +14,7 @@ from ringwall.config.model import Config
 from ringwall.logs import AccessLog, configure_error_log
 from ringwall.runtime import RequestIds, Runtime
 from ringwall.server.connection import ClientConnection
+from ringwall.state.shared import SharedStore
 
 log = logging.getLogger("ringwall.worker")
 
@@ -24,9 +25,16 @@ SWEEP_INTERVAL = 0.25
 class Worker:
     """Serves connections with the current `Runtime` and swaps it on reload."""
 
-    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        config: Config,
+        loop: asyncio.AbstractEventLoop,
+        shared: SharedStore | None = None,
+    ) -> None:
         self.loop = loop
-        self.runtime = Runtime(config, loop)
+        # The store shared with the other workers, made by the supervisor before the fork.
+        self.shared = shared
+        self.runtime = Runtime(config, loop, shared)
         self.retired: list[Runtime] = []
         self.connections: set[ClientConnection] = set()
         self.request_ids = RequestIds()
@@ -54,7 +62,7 @@ class Worker:
             )
             return
         old = self.runtime
-        self.runtime = Runtime(config, self.loop)
+        self.runtime = Runtime(config, self.loop, self.shared)
         old.close()
         self.retired.append(old)
         self.access_log.close()
@@ -163,14 +171,16 @@ class ConfigReader:
         return configs
 
 
-def run_worker(config: Config, sock: socket.socket, config_fd: int) -> None:
+def run_worker(
+    config: Config, sock: socket.socket, config_fd: int, shared: SharedStore | None = None
+) -> None:
     """Entry point of a worker process after the fork."""
     import uvloop
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    worker = Worker(config, loop)
+    worker = Worker(config, loop, shared)
     reader = ConfigReader(config_fd)
 
     def on_config() -> None:

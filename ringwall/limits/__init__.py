@@ -1,0 +1,1 @@
+"""Rate arithmetic: values in, decisions out, no I/O."""

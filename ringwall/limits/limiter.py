@@ -1,0 +1,317 @@
+"""Apply a route's limits to a request: build each key, ask the store, set the fields.
+
+`CompiledLimit` is a configured limit prepared once at load: its rates,
+tiers and key parts. `Limiter.check` runs a tuple of them against one
+request. With the embedded store every check is synchronous. With Redis,
+`check` returns an awaitable, and a Redis outage is handled per limit by
+its `on_store_failure`: `fail_open` allows, `fail_closed` refuses with 503,
+`local_fallback` enforces limit / `instances` in the embedded store.
+
+An allowed request gets `RateLimit-Policy` and `RateLimit` response fields
+(draft-ietf-httpapi-ratelimit-headers): one item per limit, for example
+`"per-ip";q=100;w=60` and `"per-ip";r=42;t=17`. A refused one gets 429 with
+`Retry-After` and the same fields.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from ringwall.config.limits import LimitConfig, RateSpec, StoreFailure
+from ringwall.errors import ServiceUnavailable, TooManyRequests
+from ringwall.limits.gcra import Decision, Rate
+from ringwall.limits.window import Quota, WindowDecision
+
+if TYPE_CHECKING:
+    from ringwall.exchange import Exchange
+    from ringwall.gateway.identity import Identity
+
+log = logging.getLogger("ringwall.limits")
+
+Spec = Rate | Quota
+Outcome = Decision | WindowDecision
+
+
+class StoreUnavailable(Exception):
+    """The shared store (Redis) could not be reached in time."""
+
+
+class LocalStore(Protocol):
+    """The embedded store's checks, as `ringwall.state.shared.SharedStore` provides them."""
+
+    def check_rate(self, key: bytes, rate: Rate, now: float, cost: int = 1) -> Decision: ...
+
+    def check_window(
+        self, key: bytes, quota: Quota, now: float, cost: int = 1
+    ) -> WindowDecision: ...
+
+
+class RemoteStore(Protocol):
+    """Checks made in a store shared by instances, on the store's own clock."""
+
+    async def check_rate(self, key: bytes, rate: Rate, cost: int = 1) -> Decision: ...
+
+    async def check_window(self, key: bytes, quota: Quota, cost: int = 1) -> WindowDecision: ...
+
+
+def _spec(config: RateSpec, kind: str) -> Spec:
+    if kind == "rate":
+        return Rate(config.limit, config.period, config.burst_or_limit)
+    return Quota(config.limit, config.period)
+
+
+def _scaled(spec: Spec, instances: int) -> Spec:
+    """Return `spec` with its limit divided among `instances`, at least 1."""
+    if instances <= 1:
+        return spec
+    if isinstance(spec, Rate):
+        return Rate(max(1, spec.limit // instances), spec.period, max(1, spec.burst // instances))
+    return Quota(max(1, spec.limit // instances), spec.window)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledLimit:
+    """A configured limit, prepared for the per-request check."""
+
+    name: str
+    kind: str  # "rate" or "quota"
+    default: Spec
+    tiers: tuple[tuple[frozenset[str], Spec], ...]
+    parts: tuple[str, ...]
+    on_failure: StoreFailure
+    policy: str  # the RateLimit-Policy item of the default spec
+    # The key's first bytes: the limit's scope and name, so limits never share a key.
+    prefix: bytes
+
+    @classmethod
+    def compile(
+        cls, config: LimitConfig, scope: str, default_failure: StoreFailure
+    ) -> CompiledLimit:
+        kind = "rate" if config.rate is not None else "quota"
+        spec_config = config.rate if config.rate is not None else config.quota
+        assert spec_config is not None
+        default = _spec(spec_config, kind)
+        tiers = []
+        for tier in config.tiers:
+            tier_config = tier.rate if tier.rate is not None else tier.quota
+            assert tier_config is not None
+            tiers.append((frozenset(tier.roles), _spec(tier_config, kind)))
+        return cls(
+            name=config.name,
+            kind=kind,
+            default=default,
+            tiers=tuple(tiers),
+            parts=config.key,
+            on_failure=config.on_store_failure or default_failure,
+            policy=_policy_item(config.name, default),
+            prefix=f"{scope}\x00{config.name}\x00".encode(),
+        )
+
+    def spec_for(self, identity: Identity | None) -> Spec:
+        """Return the first tier whose roles the caller has (roles or scopes), else the default."""
+        if identity is not None and self.tiers:
+            for roles, spec in self.tiers:
+                if not roles.isdisjoint(identity.roles) or not roles.isdisjoint(identity.scopes):
+                    return spec
+        return self.default
+
+
+def _policy_item(name: str, spec: Spec) -> str:
+    if isinstance(spec, Rate):
+        return f'"{name}";q={spec.burst};w={_seconds(spec.period)}'
+    return f'"{name}";q={spec.limit};w={_seconds(spec.window)}'
+
+
+def _seconds(value: float) -> int:
+    return max(1, math.ceil(value - 1e-9))
+
+
+class KeyBuilder:
+    """Build a limit's key from a request: its parts, joined by NUL bytes."""
+
+    def __init__(self, ipv6_prefix: int) -> None:
+        self.ipv6_prefix = ipv6_prefix
+
+    def client(self, address: str) -> str:
+        """Return the client IP as counted: IPv6 addresses grouped by the configured prefix."""
+        if ":" not in address or self.ipv6_prefix >= 128:
+            return address
+        try:
+            network = ipaddress.IPv6Network(f"{address}/{self.ipv6_prefix}", strict=False)
+        except ValueError:
+            return address
+        return str(network)
+
+    def key(self, limit: CompiledLimit, exchange: Exchange) -> bytes:
+        values = []
+        for part in limit.parts:
+            if part == "ip":
+                values.append(self.client(exchange.client_ip))
+            elif part == "route":
+                route = exchange.route
+                values.append(route.name if route is not None else "")
+            elif part == "subject":
+                identity = exchange.identity
+                values.append(identity.subject if identity is not None else "")
+            elif part == "api_key":
+                identity = exchange.identity
+                key_id = identity.key_id if identity and identity.method == "api_key" else None
+                values.append(key_id or "")
+            else:
+                wanted = part[len("header:") :].lower().encode("ascii")
+                found = exchange.header_values(wanted)
+                values.append(found[0].decode("latin-1") if found else "")
+        return limit.prefix + "\x00".join(values).encode("utf-8", "surrogateescape")
+
+
+@dataclass(slots=True)
+class _Result:
+    limit: CompiledLimit
+    spec: Spec
+    outcome: Outcome
+
+
+class Limiter:
+    """Check limits against the embedded store, or against Redis with a fallback."""
+
+    def __init__(
+        self,
+        local: LocalStore,
+        keys: KeyBuilder,
+        *,
+        remote: RemoteStore | None = None,
+        instances: int = 1,
+        retry_after_on_failure: int = 5,
+        unavailable: tuple[type[Exception], ...] = (StoreUnavailable,),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.local = local
+        self.remote = remote
+        self.keys = keys
+        self.instances = instances
+        self.retry_after_on_failure = retry_after_on_failure
+        self.clock = clock
+        # The exceptions of `remote` that mean an outage, not a bug.
+        self.unavailable = unavailable
+        self.failures = 0
+        self._outage = False
+
+    def check(
+        self, exchange: Exchange, limits: Sequence[CompiledLimit], layer: str
+    ) -> Awaitable[None] | None:
+        """Count the request against each limit; raise `TooManyRequests` when one is exhausted."""
+        if self.remote is not None:
+            return self._check_remote(exchange, limits, layer)
+        now = self.clock()
+        results = []
+        for limit in limits:
+            spec = limit.spec_for(exchange.identity)
+            key = self.keys.key(limit, exchange)
+            if isinstance(spec, Rate):
+                outcome: Outcome = self.local.check_rate(key, spec, now)
+            else:
+                outcome = self.local.check_window(key, spec, now)
+            results.append(_Result(limit, spec, outcome))
+            if not outcome.allowed:
+                break
+        _finish(exchange, results, layer)
+        return None
+
+    async def _check_remote(
+        self, exchange: Exchange, limits: Sequence[CompiledLimit], layer: str
+    ) -> None:
+        remote = self.remote
+        assert remote is not None
+        results = []
+        for limit in limits:
+            spec = limit.spec_for(exchange.identity)
+            key = self.keys.key(limit, exchange)
+            try:
+                if isinstance(spec, Rate):
+                    outcome: Outcome = await remote.check_rate(key, spec)
+                else:
+                    outcome = await remote.check_window(key, spec)
+                self._recovered()
+            except self.unavailable as exc:
+                outcome_or_none = self._on_failure(limit, spec, key, exc, layer)
+                if outcome_or_none is None:
+                    continue
+                outcome = outcome_or_none
+            results.append(_Result(limit, spec, outcome))
+            if not outcome.allowed:
+                break
+        _finish(exchange, results, layer)
+
+    def _on_failure(
+        self, limit: CompiledLimit, spec: Spec, key: bytes, exc: Exception, layer: str
+    ) -> Outcome | None:
+        """Apply the limit's store failure mode; return None to skip the limit."""
+        self.failures += 1
+        if not self._outage:
+            self._outage = True
+            log.error(
+                "the limit store is unreachable; limits follow their on_store_failure until it "
+                "returns",
+                extra={"layer": layer, "error": str(exc)},
+            )
+        if limit.on_failure == "fail_open":
+            return None
+        if limit.on_failure == "fail_closed":
+            raise ServiceUnavailable(
+                layer,
+                f"limit {limit.name}: the limit store is unreachable and the limit fails closed",
+                headers=(("Retry-After", str(self.retry_after_on_failure)),),
+                detail="the request cannot be served right now",
+            )
+        scaled = _scaled(spec, self.instances)
+        now = self.clock()
+        if isinstance(scaled, Rate):
+            return self.local.check_rate(key, scaled, now)
+        return self.local.check_window(key, scaled, now)
+
+    def _recovered(self) -> None:
+        if self._outage:
+            self._outage = False
+            log.warning("the limit store is reachable again", extra={"failures": self.failures})
+
+
+def _finish(exchange: Exchange, results: list[_Result], layer: str) -> None:
+    """Add the RateLimit fields, or raise 429 if the last result refused the request."""
+    if not results:
+        return
+    policies = ", ".join(_policy_item(result.limit.name, result.spec) for result in results)
+    states = ", ".join(
+        f'"{result.limit.name}";r={result.outcome.remaining};t={_reset(result.outcome.reset)}'
+        for result in results
+    )
+    last = results[-1]
+    if not last.outcome.allowed:
+        retry_after = max(1, math.ceil(last.outcome.retry_after))
+        raise TooManyRequests(
+            layer,
+            f"limit {last.limit.name} exceeded",
+            headers=(
+                ("Retry-After", str(retry_after)),
+                ("RateLimit-Policy", policies),
+                ("RateLimit", states),
+            ),
+            detail=f"too many requests: retry after {retry_after} s",
+        )
+    fields = [(b"RateLimit-Policy", policies.encode()), (b"RateLimit", states.encode())]
+    if exchange.response_headers:
+        exchange.response_headers = [*exchange.response_headers, *fields]
+    else:
+        exchange.response_headers = fields
+
+
+def _reset(seconds: float) -> int:
+    # Up to about a tenth of a second of jitter, so that clients limited together
+    # do not all return in the same instant.
+    return max(0, math.ceil(seconds + random.random() * 0.1))  # noqa: S311

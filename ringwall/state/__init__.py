@@ -1,0 +1,1 @@
+"""Shared state stores: the embedded shared-memory store and Redis."""
