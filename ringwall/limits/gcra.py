@@ -19,29 +19,31 @@ the caller supplies `now` (the store's clock).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """`limit` requests per `period` seconds, at most `burst` at once."""
+    """`limit` requests per `period` seconds, at most `burst` at once.
+
+    `interval` (seconds between requests) and `capacity` (how far past now
+    the TAT may be after an allowed request) are computed once, at creation.
+    """
 
     limit: int
     period: float
     burst: int
+    interval: float = field(init=False, compare=False)
+    capacity: float = field(init=False, compare=False)
 
-    @property
-    def interval(self) -> float:
-        return self.period / self.limit
-
-    @property
-    def capacity(self) -> float:
-        """How far past now the TAT may be after an allowed request, in seconds."""
-        return self.burst * self.interval
+    def __post_init__(self) -> None:
+        interval = self.period / self.limit
+        object.__setattr__(self, "interval", interval)
+        object.__setattr__(self, "capacity", self.burst * interval)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The outcome of one check.
 
     `tat` is the state to store: the new TAT when allowed, the old one
@@ -62,31 +64,22 @@ def decide(rate: Rate, tat: float, now: float, cost: int = 1) -> Decision:
     """Decide a request of `cost` against a key whose stored TAT is `tat` (0 for none)."""
     interval = rate.interval
     capacity = rate.capacity
-    base = max(tat, now)
+    base = tat if tat > now else now
     new_tat = base + cost * interval
     ahead = new_tat - now
     if ahead <= capacity + _EPSILON:
-        return Decision(
-            allowed=True,
-            tat=new_tat,
-            remaining=_remaining(capacity - ahead, interval),
-            retry_after=0.0,
-            reset=ahead,
-        )
+        return Decision(True, new_tat, _remaining(capacity - ahead, interval), 0.0, ahead)
     current = base - now
     return Decision(
-        allowed=False,
-        tat=tat,
-        remaining=_remaining(capacity - current, interval),
-        retry_after=ahead - capacity,
-        reset=current,
+        False, tat, _remaining(capacity - current, interval), ahead - capacity, current
     )
 
 
-# Float sums of `interval` drift by a few ulps; a request that fits exactly
-# must not be refused for that.
-_EPSILON = 1e-9
+# Sums of epoch seconds drift by a few ulps (one ulp is about 2.4e-7 s in
+# 2026), so a request that fits exactly must not be refused for that.
+_EPSILON = 1e-6
 
 
 def _remaining(room: float, interval: float) -> int:
-    return max(0, math.floor(room / interval + _EPSILON))
+    left = math.floor(room / interval + _EPSILON)
+    return left if left > 0 else 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -76,17 +75,22 @@ def _scaled(spec: Spec, instances: int) -> Spec:
     return Quota(max(1, spec.limit // instances), spec.window)
 
 
+# A spec with its RateLimit-Policy item, made once per limit and tier.
+Plan = tuple[Spec, bytes]
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledLimit:
     """A configured limit, prepared for the per-request check."""
 
     name: str
     kind: str  # "rate" or "quota"
-    default: Spec
-    tiers: tuple[tuple[frozenset[str], Spec], ...]
+    default: Plan
+    tiers: tuple[tuple[frozenset[str], Plan], ...]
     parts: tuple[str, ...]
     on_failure: StoreFailure
-    policy: str  # the RateLimit-Policy item of the default spec
+    # The name as a structured-field string, such as b'"per-ip"'.
+    item: bytes
     # The key's first bytes: the limit's scope and name, so limits never share a key.
     prefix: bytes
 
@@ -102,31 +106,32 @@ class CompiledLimit:
         for tier in config.tiers:
             tier_config = tier.rate if tier.rate is not None else tier.quota
             assert tier_config is not None
-            tiers.append((frozenset(tier.roles), _spec(tier_config, kind)))
+            spec = _spec(tier_config, kind)
+            tiers.append((frozenset(tier.roles), (spec, _policy_item(config.name, spec))))
         return cls(
             name=config.name,
             kind=kind,
-            default=default,
+            default=(default, _policy_item(config.name, default)),
             tiers=tuple(tiers),
             parts=config.key,
             on_failure=config.on_store_failure or default_failure,
-            policy=_policy_item(config.name, default),
+            item=f'"{config.name}"'.encode(),
             prefix=f"{scope}\x00{config.name}\x00".encode(),
         )
 
-    def spec_for(self, identity: Identity | None) -> Spec:
+    def plan_for(self, identity: Identity | None) -> Plan:
         """Return the first tier whose roles the caller has (roles or scopes), else the default."""
         if identity is not None and self.tiers:
-            for roles, spec in self.tiers:
+            for roles, plan in self.tiers:
                 if not roles.isdisjoint(identity.roles) or not roles.isdisjoint(identity.scopes):
-                    return spec
+                    return plan
         return self.default
 
 
-def _policy_item(name: str, spec: Spec) -> str:
+def _policy_item(name: str, spec: Spec) -> bytes:
     if isinstance(spec, Rate):
-        return f'"{name}";q={spec.burst};w={_seconds(spec.period)}'
-    return f'"{name}";q={spec.limit};w={_seconds(spec.window)}'
+        return f'"{name}";q={spec.burst};w={_seconds(spec.period)}'.encode()
+    return f'"{name}";q={spec.limit};w={_seconds(spec.window)}'.encode()
 
 
 def _seconds(value: float) -> int:
@@ -150,8 +155,11 @@ class KeyBuilder:
         return str(network)
 
     def key(self, limit: CompiledLimit, exchange: Exchange) -> bytes:
+        parts = limit.parts
+        if parts == _IP_ONLY:
+            return limit.prefix + self.client(exchange.client_ip).encode("ascii")
         values = []
-        for part in limit.parts:
+        for part in parts:
             if part == "ip":
                 values.append(self.client(exchange.client_ip))
             elif part == "route":
@@ -171,11 +179,9 @@ class KeyBuilder:
         return limit.prefix + "\x00".join(values).encode("utf-8", "surrogateescape")
 
 
-@dataclass(slots=True)
-class _Result:
-    limit: CompiledLimit
-    spec: Spec
-    outcome: Outcome
+_IP_ONLY = ("ip",)
+# One checked limit: the limit, its policy item, the key and the store's decision.
+_Result = tuple[CompiledLimit, bytes, bytes, Decision | WindowDecision]
 
 
 class Limiter:
@@ -210,15 +216,16 @@ class Limiter:
         if self.remote is not None:
             return self._check_remote(exchange, limits, layer)
         now = self.clock()
-        results = []
+        local = self.local
+        results: list[_Result] = []
         for limit in limits:
-            spec = limit.spec_for(exchange.identity)
+            spec, policy = limit.plan_for(exchange.identity)
             key = self.keys.key(limit, exchange)
             if isinstance(spec, Rate):
-                outcome: Outcome = self.local.check_rate(key, spec, now)
+                outcome: Outcome = local.check_rate(key, spec, now)
             else:
-                outcome = self.local.check_window(key, spec, now)
-            results.append(_Result(limit, spec, outcome))
+                outcome = local.check_window(key, spec, now)
+            results.append((limit, policy, key, outcome))
             if not outcome.allowed:
                 break
         _finish(exchange, results, layer)
@@ -229,9 +236,9 @@ class Limiter:
     ) -> None:
         remote = self.remote
         assert remote is not None
-        results = []
+        results: list[_Result] = []
         for limit in limits:
-            spec = limit.spec_for(exchange.identity)
+            spec, policy = limit.plan_for(exchange.identity)
             key = self.keys.key(limit, exchange)
             try:
                 if isinstance(spec, Rate):
@@ -240,11 +247,11 @@ class Limiter:
                     outcome = await remote.check_window(key, spec)
                 self._recovered()
             except self.unavailable as exc:
-                outcome_or_none = self._on_failure(limit, spec, key, exc, layer)
-                if outcome_or_none is None:
+                fallback = self._on_failure(limit, spec, key, exc, layer)
+                if fallback is None:
                     continue
-                outcome = outcome_or_none
-            results.append(_Result(limit, spec, outcome))
+                outcome = fallback
+            results.append((limit, policy, key, outcome))
             if not outcome.allowed:
                 break
         _finish(exchange, results, layer)
@@ -286,32 +293,39 @@ def _finish(exchange: Exchange, results: list[_Result], layer: str) -> None:
     """Add the RateLimit fields, or raise 429 if the last result refused the request."""
     if not results:
         return
-    policies = ", ".join(_policy_item(result.limit.name, result.spec) for result in results)
-    states = ", ".join(
-        f'"{result.limit.name}";r={result.outcome.remaining};t={_reset(result.outcome.reset)}'
-        for result in results
-    )
-    last = results[-1]
-    if not last.outcome.allowed:
-        retry_after = max(1, math.ceil(last.outcome.retry_after))
+    if len(results) == 1:
+        limit, policies, key, outcome = results[0]
+        states = b"%b;r=%d;t=%d" % (limit.item, outcome.remaining, _reset(outcome.reset, key))
+    else:
+        policies = b", ".join(policy for _, policy, _, _ in results)
+        states = b", ".join(
+            b"%b;r=%d;t=%d" % (limit.item, outcome.remaining, _reset(outcome.reset, key))
+            for limit, _, key, outcome in results
+        )
+        limit, _, _, outcome = results[-1]
+    if not outcome.allowed:
+        retry_after = max(1, math.ceil(outcome.retry_after))
         raise TooManyRequests(
             layer,
-            f"limit {last.limit.name} exceeded",
+            f"limit {limit.name} exceeded",
             headers=(
                 ("Retry-After", str(retry_after)),
-                ("RateLimit-Policy", policies),
-                ("RateLimit", states),
+                ("RateLimit-Policy", policies.decode("ascii")),
+                ("RateLimit", states.decode("ascii")),
             ),
             detail=f"too many requests: retry after {retry_after} s",
         )
-    fields = [(b"RateLimit-Policy", policies.encode()), (b"RateLimit", states.encode())]
+    fields = [(b"RateLimit-Policy", policies), (b"RateLimit", states)]
     if exchange.response_headers:
         exchange.response_headers = [*exchange.response_headers, *fields]
     else:
         exchange.response_headers = fields
 
 
-def _reset(seconds: float) -> int:
-    # Up to about a tenth of a second of jitter, so that clients limited together
-    # do not all return in the same instant.
-    return max(0, math.ceil(seconds + random.random() * 0.1))  # noqa: S311
+def _reset(seconds: float, key: bytes) -> int:
+    # Up to 0.1 s of jitter, fixed per key, so that clients limited at the
+    # same moment do not all see the same reset time.
+    return math.ceil(seconds + (hash(key) & 0xFF) * _JITTER_STEP)
+
+
+_JITTER_STEP = 0.1 / 256

@@ -5,7 +5,7 @@ write per connection, and replies are matched to commands in the order they
 were sent. Each Redis node gets one connection, opened on first use.
 
     RingwallError
-    ├── RedisUnavailable   no answer now: connection failed or lost, timed out,
+    ├── RedisUnavailable   connection failed or lost, reply timed out, client closed,
     │                      or an outage reply (LOADING, CLUSTERDOWN, READONLY, ...)
     └── RedisReplyError    any other error reply, such as a script error
 
@@ -47,7 +47,7 @@ MAX_REDIRECTIONS = 5
 
 
 class RedisUnavailable(RingwallError):
-    """Redis cannot answer now: connection failure, timeout, closed client or an outage reply."""
+    """Redis cannot serve commands now: connection failure, timeout, closed client or outage."""
 
 
 class RedisReplyError(RingwallError):
@@ -59,7 +59,7 @@ class _NoScript(RedisReplyError):
 
 
 class _Redirect(RedisReplyError):
-    """A Cluster MOVED or ASK reply; `host` is empty when it is the replying node's host."""
+    """A Cluster MOVED or ASK reply. An empty `host` means the host of the node that replied."""
 
     def __init__(self, message: str, ask: bool, slot: int, host: str, port: int) -> None:
         super().__init__(message)
@@ -106,9 +106,12 @@ def _redirect(text: str) -> RingwallError:
         return RedisReplyError(text[:500])
     host, _, port = parts[2].rpartition(":")
     try:
-        return _Redirect(text, parts[0] == "ASK", int(parts[1]), host, int(port))
+        slot = int(parts[1])
+        if 0 <= slot < CLUSTER_SLOTS:
+            return _Redirect(text, parts[0] == "ASK", slot, host, int(port))
     except ValueError:
-        return RedisReplyError(text[:500])
+        pass
+    return RedisReplyError(text[:500])
 
 
 class Script:
@@ -129,7 +132,7 @@ class Script:
 
 
 def encode_command(args: Sequence[Argument]) -> bytes:
-    """Encode a command as a RESP array of bulk strings; floats use repr, which round-trips."""
+    """Encode a command as a RESP array of bulk strings, with floats as their exact repr."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
         if isinstance(arg, bytes):
@@ -185,12 +188,15 @@ _INCOMPLETE = _Incomplete()
 
 
 def _parse(data: bytes, pos: int) -> tuple[object, int]:
-    """Parse one reply at `pos`; return it and the position after it.
+    """Parse one reply at `pos` and return it with the position after it.
 
     An error reply is returned as an exception instance. When `data` ends
     inside the reply, return `_INCOMPLETE` and the length `data` must reach
     before parsing again can succeed, so a large bulk string arriving in many
     reads is not parsed again after each one.
+
+    NOTE: an array of many small items that spans many reads is parsed from
+    its start after each read, which is quadratic in the number of reads.
     """
     end = data.find(b"\r\n", pos)
     if end < 0:
@@ -230,7 +236,7 @@ def _parse(data: bytes, pos: int) -> tuple[object, int]:
 
 
 class _Connection(asyncio.Protocol):
-    """One socket to one node: commands go out in batches, replies resolve futures in order.
+    """One socket to one node, which writes commands in batches and resolves futures in order.
 
     A command that gets no reply within `timeout` seconds fails every pending
     command with RedisUnavailable and closes the connection, because a late
@@ -269,7 +275,7 @@ class _Connection(asyncio.Protocol):
             self.lost.set_result(None)
 
     def send(self, payload: bytes) -> asyncio.Future[object]:
-        """Queue one encoded command; the write happens once the current loop iteration ends."""
+        """Queue one encoded command, which is written when the current loop iteration ends."""
         if self.closed:
             raise RedisUnavailable(f"connection to Redis at {self._label} is closed")
         loop = self._loop
@@ -320,7 +326,7 @@ class _Connection(asyncio.Protocol):
                 return
             future = pending.popleft()[0]
             if future.done():
-                continue  # the caller was cancelled; the reply only keeps the order
+                continue  # the caller was cancelled, so the reply is only dropped
             if isinstance(reply, Exception):
                 future.set_exception(reply)
             else:
@@ -332,7 +338,7 @@ class _Connection(asyncio.Protocol):
             return
         deadline = self._pending[0][1]
         if deadline <= self._loop.time():
-            reason = f"Redis at {self._label} did not reply within {self._timeout:g} s"
+            reason = f"Redis at {self._label} timed out: no reply within {self._timeout:g} s"
             self._fail(reason, timed_out=True)
         else:
             self._timer = self._loop.call_at(deadline, self._check_deadline)
@@ -392,13 +398,13 @@ class _Node:
         self._closed = False
 
     def call(self, payload: bytes) -> Awaitable[object]:
-        """Send one encoded command; await the result for its reply.
+        """Send one encoded command and return an awaitable of its reply.
 
         On an open connection this returns the reply's future itself, which
         saves a coroutine per command.
         """
         connection = self._connection
-        if connection is not None:
+        if connection is not None and not connection.closed:
             return connection.send(payload)
         return self._connect_and_call(payload)
 
@@ -409,7 +415,7 @@ class _Node:
     async def call_asking(self, payload: bytes) -> object:
         """Send ASKING and the command back to back on one connection, as ASK requires."""
         connection = self._connection
-        if connection is None:
+        if connection is None or connection.closed:
             connection = await self._connect()
         asking = connection.send(_ASKING)
         reply = connection.send(payload)
@@ -441,6 +447,7 @@ class _Node:
                     await connection.lost
 
     async def _connect(self) -> _Connection:
+        """Return the open connection, or open one, sharing one attempt among concurrent callers."""
         if self._closed:
             raise RedisUnavailable("the Redis client is closed")
         task = self._connecting
@@ -514,6 +521,8 @@ class _Node:
         if self._closed:
             connection.close("the Redis client was closed")
             return
+        if connection.closed:
+            return  # lost before this callback ran; the next call connects again
         if self._down_reason:
             log.info("Redis at %s is reachable again", self.label)
             self._down_reason = ""
@@ -536,7 +545,7 @@ class _Node:
 
 
 class _Router:
-    """How a deployment picks the node for a command."""
+    """The node selection of one deployment: one server, Sentinel or Cluster."""
 
     async def call(self, key: bytes | None, payload: bytes) -> object:
         raise NotImplementedError
@@ -561,9 +570,9 @@ class _SingleRouter(_Router):
 class _SentinelRouter(_Router):
     """The master that Redis Sentinel names for a service.
 
-    The client asks the sentinels in turn with SENTINEL get-master-addr-by-name,
-    moves the one that answered to the front of the list, and asks again after
-    the master fails, at most once per RETRY_INTERVAL.
+    The client sends SENTINEL get-master-addr-by-name to the sentinels in
+    turn and moves the one that replied to the front of the list. After the
+    master fails it sends the query again, at most once per RETRY_INTERVAL.
     """
 
     def __init__(
@@ -578,11 +587,10 @@ class _SentinelRouter(_Router):
         self._settings = settings
         self._query = encode_command((b"SENTINEL", b"get-master-addr-by-name", service))
         self._master: _Node | None = None
-        self._retired: list[_Node] = []
         self._stale = True
         self._resolving: asyncio.Task[_Node] | None = None
         self._next_lookup = 0.0
-        self._lookup_error = ""
+        self._lookup_error = ""  # empty while the last lookup succeeded
 
     async def call(self, key: bytes | None, payload: bytes) -> object:
         master = self._master
@@ -597,7 +605,7 @@ class _SentinelRouter(_Router):
     async def close(self) -> None:
         if self._resolving is not None:
             self._resolving.cancel()
-        nodes = [*self._sentinels, *self._retired]
+        nodes = list(self._sentinels)
         if self._master is not None:
             nodes.append(self._master)
         for node in nodes:
@@ -610,7 +618,7 @@ class _SentinelRouter(_Router):
             if loop.time() < self._next_lookup:
                 if self._master is not None:
                     return self._master
-                raise RedisUnavailable(self._lookup_error)
+                raise RedisUnavailable(self._lookup_error or "no Sentinel lookup succeeded yet")
             self._next_lookup = loop.time() + RETRY_INTERVAL
             task = loop.create_task(self._look_up())
             task.add_done_callback(self._looked_up)
@@ -632,10 +640,8 @@ class _SentinelRouter(_Router):
             if index:
                 self._sentinels.insert(0, self._sentinels.pop(index))
             return self._use_master(host, port)
-        self._lookup_error = f"no Sentinel returned the master of {self._service!r}: " + "; ".join(
-            errors
-        )
-        raise RedisUnavailable(self._lookup_error)
+        reason = "; ".join(errors)
+        raise RedisUnavailable(f"no Sentinel returned the master of {self._service!r}: {reason}")
 
     def _use_master(self, host: str, port: int) -> _Node:
         master = self._master
@@ -649,7 +655,6 @@ class _SentinelRouter(_Router):
                     master.label,
                 )
                 master.abort()
-                self._retired.append(master)
             master = _Node(host, port, self._settings)
             self._master = master
         self._stale = False
@@ -657,14 +662,24 @@ class _SentinelRouter(_Router):
 
     def _looked_up(self, task: asyncio.Task[_Node]) -> None:
         self._resolving = None
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("%s", task.exception())
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            if self._lookup_error:
+                log.info("Sentinel returned the master of %r again", self._service)
+            self._lookup_error = ""
+        else:
+            if not self._lookup_error:
+                log.warning("%s", error)
+            self._lookup_error = str(error)
 
 
 def _address(host: object, port: object) -> tuple[str, int]:
-    if not isinstance(host, bytes) or not isinstance(port, bytes | int):
-        raise RedisUnavailable(f"invalid node address in a Redis reply: {host!r}:{port!r}")
-    return host.decode(), int(port)
+    if isinstance(host, bytes) and isinstance(port, bytes | int):
+        with contextlib.suppress(ValueError):
+            return host.decode(), int(port)
+    raise RedisUnavailable(f"invalid node address in a Redis reply: {host!r:.100}:{port!r:.20}")
 
 
 def key_slot(key: bytes) -> int:
@@ -680,11 +695,12 @@ def key_slot(key: bytes) -> int:
 class _ClusterRouter(_Router):
     """Redis Cluster: each command goes to the master that serves its key's slot.
 
-    The slot map comes from CLUSTER SLOTS on first use. A MOVED reply updates
-    the slot, starts a refresh of the whole map and sends the command to the
-    named node; an ASK reply sends ASKING and the command to the named node
-    without changing the map. A failed node also starts a refresh, so a
-    failover is picked up. Refreshes run at most once per RETRY_INTERVAL.
+    The slot map comes from CLUSTER SLOTS on first use. After a MOVED reply
+    the client updates the slot, starts a refresh of the whole map and sends
+    the command to the named node. After an ASK reply it sends ASKING and the
+    command to the named node and leaves the map as it is. A failed node also
+    starts a refresh, so a failover is picked up. Refreshes run at most once
+    per RETRY_INTERVAL.
     """
 
     def __init__(self, seeds: list[tuple[str, int]], settings: _Settings) -> None:
@@ -694,7 +710,7 @@ class _ClusterRouter(_Router):
         self._slots: list[_Node | None] = [None] * CLUSTER_SLOTS
         self._refreshing: asyncio.Task[None] | None = None
         self._next_refresh = 0.0
-        self._refresh_error = ""
+        self._refresh_error = ""  # empty while the last refresh succeeded
 
     async def call(self, key: bytes | None, payload: bytes) -> object:
         node = await self._route(key)
@@ -771,13 +787,15 @@ class _ClusterRouter(_Router):
                 errors.append(f"{node.label}: {exc}")
                 continue
             self._slots = self._slot_map(reply, node)
-            self._refresh_error = ""
+            self._drop_unused_nodes()
             return
-        self._refresh_error = "no node returned CLUSTER SLOTS: " + "; ".join(errors)
-        raise RedisUnavailable(self._refresh_error)
+        raise RedisUnavailable("no node returned CLUSTER SLOTS: " + "; ".join(errors))
 
     def _slot_map(self, reply: object, source: _Node) -> list[_Node | None]:
-        """Build the slot table from a CLUSTER SLOTS reply; an empty host means `source`'s host."""
+        """Build the slot table from a CLUSTER SLOTS reply sent by `source`.
+
+        An empty host in the reply means the host of `source`.
+        """
         if not isinstance(reply, list):
             raise RedisUnavailable(f"invalid CLUSTER SLOTS reply from {source.label}")
         slots: list[_Node | None] = [None] * CLUSTER_SLOTS
@@ -793,10 +811,27 @@ class _ClusterRouter(_Router):
                 slots[slot] = node
         return slots
 
+    def _drop_unused_nodes(self) -> None:
+        """Close the nodes that serve no slot any more, except the seeds."""
+        used = {*self._slots, *self._seeds}
+        for address, node in list(self._nodes.items()):
+            if node not in used:
+                node.abort()
+                del self._nodes[address]
+
     def _refreshed(self, task: asyncio.Task[None]) -> None:
         self._refreshing = None
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("Redis Cluster slot map refresh failed: %s", task.exception())
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            if self._refresh_error:
+                log.info("Redis Cluster slot map refreshed again")
+            self._refresh_error = ""
+        else:
+            if not self._refresh_error:
+                log.warning("Redis Cluster slot map refresh failed: %s", error)
+            self._refresh_error = str(error)
 
 
 _CLUSTER_SLOTS_COMMAND = encode_command((b"CLUSTER", b"SLOTS"))
@@ -941,7 +976,9 @@ class RedisClient:
         ca_file: str | None = None,
         cluster: bool = False,
     ) -> RedisClient:
-        """Create a client; `timeout` is in seconds and bounds each connection attempt and reply.
+        """Create a client. `timeout`, in seconds, bounds each connection attempt and each reply.
+
+        A command that has to wait for a new connection can take up to twice `timeout`.
 
         URL forms (`rediss` in place of `redis` turns on TLS, verified with the
         system CAs or `ca_file`):
@@ -982,7 +1019,9 @@ class RedisClient:
         """Send one command and return its reply: bytes, int, None or a list of those.
 
         Raises RedisUnavailable for an outage and RedisReplyError for any other
-        error reply. In a cluster the command goes to the master of its key.
+        error reply. An error nested in an array reply (from EXEC, or a script
+        that returns one) stays in the list as an exception instance. In a
+        cluster the command goes to the master of its key.
         """
         payload = encode_command(args)
         key = _routing_key(args) if self._cluster else None
@@ -994,7 +1033,7 @@ class RedisClient:
         keys: Sequence[bytes],
         args: Sequence[Argument] | EncodedArguments,
     ) -> object:
-        """Run `script` by its SHA1; on NOSCRIPT load it on that node and run it again.
+        """Run `script` by its SHA1, and after NOSCRIPT load it on that node and run it again.
 
         `args` may be encoded once with `encode_arguments` when a caller
         repeats them, which saves most of the encoding time.

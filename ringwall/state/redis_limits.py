@@ -46,13 +46,13 @@ ARGUMENT_CLOCK = """
 local now = tonumber(ARGV[#ARGV])
 """
 
-# ARGV: interval, capacity (burst * interval), cost. The key holds the TAT.
+# ARGV: interval, capacity (burst * interval), cost. The key contains the TAT.
 # Returns "allowed tat remaining retry_after reset".
 _RATE_BODY = """
 local interval = tonumber(ARGV[1])
 local capacity = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
-local epsilon = 1e-9
+local epsilon = 1e-6
 local tat = tonumber(redis.call('GET', KEYS[1])) or 0
 local base = math.max(tat, now)
 local new_tat = base + cost * interval
@@ -68,7 +68,7 @@ local remaining = math.max(0, math.floor((capacity - current) / interval + epsil
 return string.format('0 %.17g %d %.17g %.17g', tat, remaining, ahead - capacity, current)
 """
 
-# ARGV: window, limit, cost. The key holds "start current previous".
+# ARGV: window, limit, cost. The key contains "start current previous".
 # Returns "allowed start current previous remaining retry_after reset".
 _WINDOW_BODY = """
 local window = tonumber(ARGV[1])
@@ -106,14 +106,11 @@ end
 local left = math.max(0, math.floor(limit - estimate))
 local wait
 local room = limit - cost - current
-if room < 0 then
-  if current == 0 then
-    -- cost > limit: the request never fits (decide_window divides by zero here).
-    wait = math.huge
-  else
-    local share = math.max(0, limit - cost) / current
-    wait = start + window + (1.0 - share) * window - now
-  end
+if cost > limit then
+  wait = window
+elseif room < 0 then
+  local share = (limit - cost) / current
+  wait = start + window + (1.0 - share) * window - now
 elseif previous == 0 then
   wait = 0.0
 else
@@ -159,11 +156,7 @@ def parse_rate_reply(reply: object) -> Decision:
     """Read the GCRA script's reply into a Decision."""
     fields = _fields(reply, 5)
     return Decision(
-        allowed=fields[0] == "1",
-        tat=float(fields[1]),
-        remaining=int(fields[2]),
-        retry_after=float(fields[3]),
-        reset=float(fields[4]),
+        fields[0] == "1", float(fields[1]), int(fields[2]), float(fields[3]), float(fields[4])
     )
 
 
@@ -191,8 +184,8 @@ def _fields(reply: object, count: int) -> Sequence[str]:
 class RedisLimits:
     """GCRA rates and sliding-window quotas in Redis, one key per limit key.
 
-    Every method raises RedisUnavailable when Redis cannot answer; the
-    caller decides whether that allows or rejects the request.
+    Every method raises RedisUnavailable when Redis cannot serve the check,
+    and the caller decides whether that allows or rejects the request.
     """
 
     def __init__(self, client: RedisClient, prefix: bytes = DEFAULT_PREFIX) -> None:
