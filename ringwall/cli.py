@@ -1,4 +1,4 @@
-"""The `ringwall` command: run, check, demo."""
+"""The `ringwall` command: run, check, demo, and the state commands (keys, token, revoke, bans)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ringwall import __version__
+from ringwall.bans_cli import add_bans_parser, run_bans
 from ringwall.config.load import load_config
 from ringwall.config.types import parse_listen_address
 from ringwall.errors import ConfigError
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_parser(commands)
     add_token_parser(commands)
     add_revoke_parser(commands)
+    add_bans_parser(commands)
 
     demo = commands.add_parser("demo", help="run the demo backend with the gateway in front of it")
     demo.add_argument(
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_token(arguments)
     if arguments.command == "revoke":
         return run_revoke(arguments)
+    if arguments.command == "bans":
+        return run_bans(arguments)
     if arguments.command == "run":
         from ringwall.server.supervisor import Overrides, serve
 

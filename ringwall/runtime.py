@@ -11,11 +11,13 @@ import asyncio
 import os
 import secrets
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ringwall.audit import AuditLog, JsonLinesAuditSink
 from ringwall.config.model import AuditLogConfig, AuthConfig, Config, IssuerConfig
+from ringwall.edge.bans import BanBackend, BanLayer, Bans, EmbeddedBans
 from ringwall.edge.client_ip import ClientAddressResolver
+from ringwall.edge.connections import ConnectionLimits
 from ringwall.edge.rate_limit import EdgeRateLimitLayer, RouteRateLimitLayer
 from ringwall.exchange import Exchange
 from ringwall.gateway.auditing import AuditLayer
@@ -37,6 +39,9 @@ from ringwall.server.jwks_fetch import JwksSource
 from ringwall.server.redis_revocations import RedisRevocationList
 from ringwall.server.upstream import UpstreamRuntime
 from ringwall.state.shared import SharedStore
+
+if TYPE_CHECKING:
+    from ringwall.state.redis_client import RedisClient
 
 _REQUEST_ID_BYTES = bytes(
     sorted(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
@@ -66,6 +71,7 @@ class Runtime:
         config: Config,
         loop: asyncio.AbstractEventLoop,
         shared: SharedStore | None = None,
+        worker_index: int = 0,
     ) -> None:
         self.config = config
         server = config.server
@@ -107,7 +113,13 @@ class Runtime:
             before_routing.append(JwksEndpointLayer(self.upstream_token))
         self.shared = shared
         self._owns_shared = False
+        self._redis: RedisClient | None = None
         limiter = self._limiter(config, loop)
+        self.connection_limits = self._connection_limits(config, worker_index)
+        self.bans = self._bans(config, loop)
+        if self.bans is not None and config.server.trusted_proxies:
+            # Behind a proxy the client is known only from the request head.
+            before_routing.append(BanLayer(self.bans))
         after_routing: list[Layer] = []
         quota_layer: QuotaLayer | None = None
         if limiter is not None:
@@ -150,29 +162,74 @@ class Runtime:
             before_routing, RoutingLayer(self.router), after_routing, self.router.routes
         )
 
+    def _connection_limits(self, config: Config, worker_index: int) -> ConnectionLimits | None:
+        connections = config.limits.connections
+        if connections.per_ip is None and connections.total is None:
+            return None
+        shared = self._shared_store(config)
+        keys = KeyBuilder(config.limits.ipv6_prefix)
+        return ConnectionLimits(shared, worker_index, keys, connections.per_ip, connections.total)
+
+    def _shared_store(self, config: Config) -> SharedStore:
+        if self.shared is None:
+            # One process without a supervisor (tests, embedding): a private store.
+            self.shared = SharedStore.create(config.limits.store.max_keys, workers=1)
+            self._owns_shared = True
+        return self.shared
+
+    def _redis_client(self, config: Config) -> RedisClient:
+        """Return the Redis client of `limits.store`, one per runtime, made on first use."""
+        if self._redis is None:
+            from ringwall.state.redis_client import RedisClient
+
+            store = config.limits.store
+            assert store.url is not None
+            self._redis = RedisClient.from_url(
+                store.url, timeout=store.timeout, ca_file=store.ca_file
+            )
+            self._closers.append(self._redis.close)
+        return self._redis
+
+    def _bans(self, config: Config, loop: asyncio.AbstractEventLoop) -> Bans | None:
+        """Return the ban list and rules, when there are rules or an admin API to add bans."""
+        limits = config.limits
+        if not limits.bans and config.admin is None:
+            return None
+        backend: BanBackend
+        if limits.store.kind == "redis":
+            from ringwall.state.redis_bans import RedisBans
+
+            redis_bans = RedisBans(self._redis_client(config), limits.store.key_prefix)
+            loop.call_soon(redis_bans.start, loop)
+            self._closers.append(redis_bans.close)
+            backend = redis_bans
+        else:
+            backend = EmbeddedBans(self._shared_store(config))
+        return Bans(
+            backend,
+            limits.bans,
+            KeyBuilder(limits.ipv6_prefix),
+            self.audit,
+            spawn=self._run_task,
+        )
+
     def _limiter(self, config: Config, loop: asyncio.AbstractEventLoop) -> Limiter | None:
         """Return the limiter of the configured store, or None when nothing is limited."""
         limits = config.limits
         if not limits.edge and not any(route.limits for route in config.routes):
             return None
         store = limits.store
-        if self.shared is None:
-            # One process without a supervisor (tests, embedding): a private store.
-            self.shared = SharedStore.create(store.max_keys, workers=1)
-            self._owns_shared = True
+        shared = self._shared_store(config)
         keys = KeyBuilder(limits.ipv6_prefix)
         if store.kind == "embedded":
-            return Limiter(self.shared, keys, retry_after_on_failure=limits.store_retry_after)
+            return Limiter(shared, keys, retry_after_on_failure=limits.store_retry_after)
         # Imported here: a gateway without Redis never loads the client.
-        from ringwall.state.redis_client import RedisClient, RedisUnavailable
+        from ringwall.state.redis_client import RedisUnavailable
         from ringwall.state.redis_limits import RedisLimits
 
-        assert store.url is not None
-        client = RedisClient.from_url(store.url, timeout=store.timeout, ca_file=store.ca_file)
-        self._closers.append(client.close)
-        remote = RedisLimits(client, prefix=f"{store.key_prefix}rl:".encode())
+        remote = RedisLimits(self._redis_client(config), prefix=f"{store.key_prefix}rl:".encode())
         return Limiter(
-            self.shared,
+            shared,
             keys,
             remote=remote,
             instances=store.instances,

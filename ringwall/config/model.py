@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ringwall.config.limits import LimitConfig, LimitsConfig
-from ringwall.config.types import ByteSize, Duration, ListenAddress, SecretValue
+from ringwall.config.types import ByteSize, Duration, ListenAddress, Secret, SecretValue
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -520,6 +520,23 @@ class Route(Model):
         return self
 
 
+class AdminConfig(Model):
+    """The admin API: a separate listener, each request with `Authorization: Bearer TOKEN`."""
+
+    listen: ListenAddress = ("127.0.0.1", 9901)
+    token: SecretValue
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, value: Secret) -> Secret:
+        if len(value.reveal()) < 32:
+            raise ValueError(
+                "expected a token of at least 32 characters, such as the output of "
+                "`openssl rand -hex 32`"
+            )
+        return value
+
+
 class Config(Model):
     """A whole gateway configuration, as loaded from one YAML file."""
 
@@ -529,6 +546,7 @@ class Config(Model):
     upstreams: dict[str, Upstream] = Field(default_factory=dict)
     routes: tuple[Route, ...] = ()
     limits: LimitsConfig = LimitsConfig()
+    admin: AdminConfig | None = None
 
     @model_validator(mode="after")
     def _name_routes(self) -> Config:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from ringwall.edge.connections import ConnectionLimits
 from ringwall.errors import (
     BadRequest,
     HeaderFieldsTooLarge,
@@ -88,6 +89,8 @@ class ClientConnection(asyncio.Protocol):
         self._limits = worker.runtime.limits
         self._headers: list[tuple[bytes, bytes]] = []
         self._upgrade_leftover = b""
+        # What counted this connection at accept, to count it closed again.
+        self._counted: tuple[ConnectionLimits, bytes] | None = None
 
     # -- asyncio.Protocol --
 
@@ -98,10 +101,46 @@ class ClientConnection(asyncio.Protocol):
         self.worker.connections.add(self)
         # A new connection gets the head deadline for its first request.
         self.idle_deadline = self.loop.time() + self.worker.runtime.timeouts.head
+        runtime = self.worker.runtime
+        if runtime.bans is not None:
+            refusal = runtime.bans.check(self.peer_ip)
+            if refusal is not None:
+                self._refuse_connection(refusal)
+                return
+        limits = runtime.connection_limits
+        if limits is not None:
+            key, rejection = limits.admit(self.peer_ip)
+            if key:
+                self._counted = (limits, key)
+            if rejection is not None:
+                self._refuse_connection(rejection)
+
+    def _refuse_connection(self, rejection: Rejection) -> None:
+        """Send `rejection` before reading anything, and close the connection."""
+        runtime = self.worker.runtime
+        exchange = Exchange(runtime, self.peer_ip, self.loop.time(), time.time())
+        exchange.request_id = self.worker.request_ids.next()
+        exchange.status = rejection.status
+        exchange.layer = rejection.layer
+        exchange.reason = rejection.reason
+        exchange.close = True
+        response = problem_response(
+            rejection, exchange.request_id, runtime.config.server.request_id_header, close=True
+        )
+        exchange.bytes_out = len(response)
+        self.write(response)
+        self.worker.access_log.record(exchange)
+        if runtime.bans is not None:
+            runtime.bans.observe(self.peer_ip, rejection, None)
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.worker.connections.discard(self)
+        if self._counted is not None:
+            limits, key = self._counted
+            self._counted = None
+            limits.release(key)
         if self.tunnel is not None:
             self.tunnel.close()
             self.tunnel = None
@@ -393,6 +432,9 @@ class ClientConnection(asyncio.Protocol):
         audit = exchange.runtime.audit
         if audit is not None:
             record_denial(audit, exchange, rejection)
+        bans = exchange.runtime.bans
+        if bans is not None:
+            bans.observe(exchange.client_ip, rejection, exchange)
         if self.forwarder is not None and self.forwarder.head_sent:
             exchange.close = True  # the response already started: it can only be cut off
             return

@@ -35,6 +35,9 @@ _POLL_SECONDS = 1.0
 _EXIT_GRACE = 5.0
 # A worker that dies sooner than this after its start is replaced only after this delay.
 _CRASH_LOOP_SECONDS = 1.0
+# Worker indexes in the shared store: up to 256 running workers (the
+# configuration's maximum) plus as many draining after a reload.
+MAX_WORKERS = 512
 
 
 @dataclass
@@ -60,6 +63,8 @@ class Overrides:
 class _WorkerProcess:
     pid: int
     config_fd: int
+    # The worker's index in the shared store's per-worker connection counts.
+    index: int
     started: float = field(default_factory=time.monotonic)
 
 
@@ -76,13 +81,17 @@ class Supervisor:
     _file_stamp: tuple[float, int] = (0.0, 0)
     # Limits and bans shared by all workers; made before the first fork.
     shared: SharedStore | None = None
+    # The admin API's listener, bound at start like `sock`; None without `admin`.
+    admin_sock: socket.socket | None = None
+    # Store indexes of running and draining workers, by pid.
+    indexes: dict[int, int] = field(default_factory=dict)
 
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
         self._file_stamp = self._stamp()
         # NOTE: the store's size is read at start; a reload that changes
         # limits.store.max_keys takes effect at the next restart.
-        self.shared = SharedStore.create(self.config.limits.store.max_keys)
+        self.shared = SharedStore.create(self.config.limits.store.max_keys, workers=MAX_WORKERS)
         for _ in range(self.config.server.worker_count()):
             self._spawn()
         host, port = self.sock.getsockname()[:2]
@@ -107,6 +116,8 @@ class Supervisor:
         return 0
 
     def _spawn(self) -> None:
+        used = set(self.indexes.values())
+        index = next(number for number in range(MAX_WORKERS) if number not in used)
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # the worker
@@ -115,7 +126,7 @@ class Supervisor:
                 os.close(other.config_fd)
             code = 0
             try:
-                run_worker(self.config, self.sock, read_fd, self.shared)
+                run_worker(self.config, self.sock, read_fd, self.shared, index, self.admin_sock)
             except BaseException:
                 log.exception("worker failed")
                 code = 1
@@ -123,7 +134,8 @@ class Supervisor:
                 logging.shutdown()
                 os._exit(code)
         os.close(read_fd)
-        self.workers[pid] = _WorkerProcess(pid, write_fd)
+        self.workers[pid] = _WorkerProcess(pid, write_fd, index)
+        self.indexes[pid] = index
 
     def reload(self, cause: str) -> bool:
         # The file as read now is the one applied, so a SIGHUP sent after an
@@ -215,6 +227,7 @@ class Supervisor:
             if pid == 0:
                 return
             self.draining.discard(pid)
+            self._forget(pid)
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
@@ -227,6 +240,15 @@ class Supervisor:
                 if time.monotonic() - worker.started < _CRASH_LOOP_SECONDS:
                     time.sleep(_CRASH_LOOP_SECONDS)  # a worker that fails at start: slow down
                 self._spawn()
+
+
+    def _forget(self, pid: int) -> None:
+        """Clear what an exited worker left in the shared store: its connections and locks."""
+        index = self.indexes.pop(pid, None)
+        if index is None or self.shared is None:
+            return
+        self.shared.clear_worker(index)
+        self.shared.recover_locks(pid)
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -264,8 +286,19 @@ def serve(config_path: Path, overrides: Overrides) -> int:
         host, port = config.server.listen
         print(f"cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1
-    supervisor = Supervisor(config_path, config, overrides, sock)
+    admin_sock = None
+    if config.admin is not None:
+        try:
+            admin_sock = bind_socket(config.admin.listen)
+        except OSError as exc:
+            sock.close()
+            host, port = config.admin.listen
+            print(f"admin.listen: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+            return 1
+    supervisor = Supervisor(config_path, config, overrides, sock, admin_sock=admin_sock)
     try:
         return supervisor.run()
     finally:
         sock.close()
+        if admin_sock is not None:
+            admin_sock.close()

@@ -13,6 +13,7 @@ import struct
 from ringwall.config.model import Config
 from ringwall.logs import AccessLog, configure_error_log
 from ringwall.runtime import RequestIds, Runtime
+from ringwall.server.admin import AdminConnection
 from ringwall.server.connection import ClientConnection
 from ringwall.state.shared import SharedStore
 
@@ -30,24 +31,32 @@ class Worker:
         config: Config,
         loop: asyncio.AbstractEventLoop,
         shared: SharedStore | None = None,
+        index: int = 0,
     ) -> None:
         self.loop = loop
-        # The store shared with the other workers, made by the supervisor before the fork.
+        # The store shared with the other workers, made by the supervisor before
+        # the fork, and this worker's index in its per-worker counts.
         self.shared = shared
-        self.runtime = Runtime(config, loop, shared)
+        self.index = index
+        self.runtime = Runtime(config, loop, shared, index)
         self.retired: list[Runtime] = []
         self.connections: set[ClientConnection] = set()
         self.request_ids = RequestIds()
         self.access_log = AccessLog(loop, config.logging)
         self.server: asyncio.Server | None = None
+        self.admin_server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopped = loop.create_future()
         loop.set_exception_handler(self._log_loop_error)
 
-    async def start(self, sock: socket.socket) -> None:
+    async def start(self, sock: socket.socket, admin_sock: socket.socket | None = None) -> None:
         self.server = await self.loop.create_server(
             lambda: ClientConnection(self), sock=sock, backlog=1024
         )
+        if admin_sock is not None:
+            self.admin_server = await self.loop.create_server(
+                lambda: AdminConnection(self), sock=admin_sock, backlog=64
+            )
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def reload(self, config: Config) -> None:
@@ -62,7 +71,7 @@ class Worker:
             )
             return
         old = self.runtime
-        self.runtime = Runtime(config, self.loop, self.shared)
+        self.runtime = Runtime(config, self.loop, self.shared, self.index)
         old.close()
         self.retired.append(old)
         self.access_log.close()
@@ -73,6 +82,8 @@ class Worker:
         """Stop accepting, let requests in flight finish, then close what is left."""
         if self.server is not None:
             self.server.close()
+        if self.admin_server is not None:
+            self.admin_server.close()
         for connection in list(self.connections):
             connection.closing = True
             if connection.idle():
@@ -172,7 +183,12 @@ class ConfigReader:
 
 
 def run_worker(
-    config: Config, sock: socket.socket, config_fd: int, shared: SharedStore | None = None
+    config: Config,
+    sock: socket.socket,
+    config_fd: int,
+    shared: SharedStore | None = None,
+    index: int = 0,
+    admin_sock: socket.socket | None = None,
 ) -> None:
     """Entry point of a worker process after the fork."""
     import uvloop
@@ -180,7 +196,7 @@ def run_worker(
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    worker = Worker(config, loop, shared)
+    worker = Worker(config, loop, shared, index)
     reader = ConfigReader(config_fd)
 
     def on_config() -> None:
@@ -198,7 +214,7 @@ def run_worker(
         loop.add_signal_handler(signal.SIGTERM, on_stop)
         loop.add_signal_handler(signal.SIGINT, on_stop)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        await worker.start(sock)
+        await worker.start(sock, admin_sock)
         loop.add_reader(config_fd, on_config)
         await worker.wait_stopped()
         loop.remove_reader(config_fd)

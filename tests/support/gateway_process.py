@@ -1,5 +1,6 @@
 """A `ringwall run` subprocess on a free loopback port, for tests of whole processes."""
 
+import os
 import signal
 import socket
 import subprocess
@@ -20,9 +21,17 @@ def free_port() -> int:
 
 
 class Gateway:
-    def __init__(self, config: Path, workers: int | None) -> None:
+    """`ringwall run -c CONFIG` listening on a free port; `env` adds environment variables."""
+
+    def __init__(
+        self,
+        config: Path,
+        workers: int | None,
+        env: dict[str, str] | None = None,
+        name: str = "gateway",
+    ) -> None:
         self.port = free_port()
-        self.stderr_path = config.parent / "stderr.log"
+        self.stderr_path = config.parent / f"{name}-stderr.log"
         self.stderr = self.stderr_path.open("wb")
         self.process = subprocess.Popen(
             [
@@ -38,6 +47,7 @@ class Gateway:
             ],
             stdout=subprocess.DEVNULL,
             stderr=self.stderr,
+            env={**os.environ, **(env or {})},
         )
         self._wait_ready()
 

@@ -26,6 +26,9 @@ class GatewayThread:
         self.loop = uvloop.new_event_loop()
         self.sock = bind_socket(("127.0.0.1", 0))
         self.port: int = self.sock.getsockname()[1]
+        # The admin API on its own free port, when the config has `admin`.
+        self.admin_sock = bind_socket(("127.0.0.1", 0)) if config.admin is not None else None
+        self.admin_port: int = self.admin_sock.getsockname()[1] if self.admin_sock else 0
         self.worker: Worker | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
@@ -38,7 +41,7 @@ class GatewayThread:
 
         async def main() -> None:
             self.worker = Worker(self.config, self.loop)
-            await self.worker.start(self.sock)
+            await self.worker.start(self.sock, self.admin_sock)
             self._ready.set()
             await self.worker.wait_stopped()
 
@@ -81,6 +84,8 @@ class GatewayThread:
             future.result(15)
         self._thread.join(15)
         self.sock.close()
+        if self.admin_sock is not None:
+            self.admin_sock.close()
 
 
 def _with_access_log(config: Config, path: Path) -> Config:

@@ -1,0 +1,236 @@
+"""The admin API: manage the gateway's state over HTTP on a separate listener.
+
+Every request needs `Authorization: Bearer TOKEN` with the configured
+token, compared in constant time. Requests and responses are JSON; errors
+are problem+json. Endpoints:
+
+    GET    /bans             the bans in force
+    PUT    /bans/{client}    ban a client IP: {"duration": "10m", "reason": "..."}
+    DELETE /bans/{client}    lift a ban
+
+Each worker serves the listener; they share the state store, so any
+worker's answer holds for the whole gateway. Bans and unbans are audited
+with the subject "admin-api".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import ipaddress
+import json
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import unquote
+
+import h11
+
+from ringwall.config.types import parse_duration
+
+if TYPE_CHECKING:
+    from ringwall.edge.bans import BanEntry, Bans
+    from ringwall.server.worker import Worker
+
+log = logging.getLogger("ringwall.admin")
+
+MAX_BODY_BYTES = 4096
+MAX_BAN_SECONDS = 366 * 86400.0
+ADMIN_SUBJECT = "admin-api"
+_T = TypeVar("_T")
+
+
+class _Problem(Exception):
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+
+
+class AdminConnection(asyncio.Protocol):
+    """One admin API connection: requests are read and answered one at a time."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.connection = h11.Connection(h11.SERVER, max_incomplete_event_size=16384)
+        self.transport: asyncio.Transport | None = None
+        self.busy = False
+        self._request: h11.Request | None = None
+        self._body = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.connection.receive_data(data)
+        if not self.busy:
+            self._next()
+
+    def eof_received(self) -> bool | None:
+        self.connection.receive_data(b"")
+        if not self.busy:
+            self._next()
+        return None
+
+    def _next(self) -> None:
+        """Read events until a whole request is in, then serve it."""
+        while True:
+            try:
+                event = self.connection.next_event()
+            except h11.RemoteProtocolError:
+                self._close()
+                return
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                self._request = event
+                self._body = b""
+            elif isinstance(event, h11.Data):
+                self._body += event.data
+                if len(self._body) > MAX_BODY_BYTES:
+                    self._close()
+                    return
+            elif isinstance(event, h11.EndOfMessage):
+                request, body = self._request, self._body
+                self._request, self._body = None, b""
+                if request is None:
+                    self._close()
+                    return
+                self.busy = True
+                self.worker.loop.create_task(self._serve(request, body))
+                return
+            else:  # ConnectionClosed
+                self._close()
+                return
+
+    async def _serve(self, request: h11.Request, body: bytes) -> None:
+        try:
+            status, document = await self._handle(request, body)
+            self._send(status, "application/json", document)
+        except _Problem as problem:
+            self._send(
+                problem.status,
+                "application/problem+json",
+                {"title": problem.title, "status": problem.status, "detail": problem.detail},
+            )
+        except Exception:
+            log.exception("admin request failed with an internal error")
+            self._send(
+                500,
+                "application/problem+json",
+                {"title": "Internal Server Error", "status": 500, "detail": "internal error"},
+            )
+        finally:
+            self.busy = False
+        if self.connection.our_state is h11.MUST_CLOSE:
+            self._close()
+            return
+        try:
+            self.connection.start_next_cycle()
+        except h11.LocalProtocolError:
+            self._close()
+            return
+        self._next()
+
+    async def _handle(self, request: h11.Request, body: bytes) -> tuple[int, dict[str, Any]]:
+        runtime = self.worker.runtime
+        admin = runtime.config.admin
+        if admin is None:
+            raise _Problem(404, "Not Found", "the admin API is not configured")
+        if not _authorized(request, admin.token.reveal()):
+            log.warning("admin request refused: invalid token", extra={"layer": "admin"})
+            raise _Problem(401, "Unauthorized", "a valid bearer token is required")
+        method = request.method.decode("ascii")
+        path = request.target.decode("ascii", "replace").split("?", 1)[0]
+        bans = runtime.bans
+        if path == "/bans" and method == "GET":
+            entries = await _resolve(self._bans(bans).backend.entries(self._bans(bans).clock()))
+            return 200, {"bans": [_entry_json(entry) for entry in entries]}
+        if path.startswith("/bans/") and method in ("PUT", "DELETE"):
+            client = _client(self._bans(bans), unquote(path[len("/bans/") :]))
+            if method == "DELETE":
+                return await self._unban(self._bans(bans), client)
+            return await self._ban(self._bans(bans), client, body)
+        raise _Problem(404, "Not Found", f"no admin endpoint {method} {path}")
+
+    @staticmethod
+    def _bans(bans: Bans | None) -> Bans:
+        if bans is None:
+            raise _Problem(404, "Not Found", "bans need limits.bans rules or the admin API")
+        return bans
+
+    async def _ban(self, bans: Bans, client: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        try:
+            document = json.loads(body or b"{}")
+            if not isinstance(document, dict):
+                raise ValueError("expected a JSON object")
+            seconds = parse_duration(document.get("duration", "1h"))
+            reason = str(document.get("reason", "banned by an administrator"))[:64]
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _Problem(400, "Bad Request", f"invalid ban request: {exc}") from None
+        if not 0 < seconds <= MAX_BAN_SECONDS:
+            raise _Problem(400, "Bad Request", "duration: expected more than 0 s, at most 366 days")
+        entry = await _resolve(bans.backend.add(client, seconds, reason, bans.clock()))
+        bans.record("ban.added", client, reason, subject=ADMIN_SUBJECT)
+        log.warning("client banned by the admin API", extra={"layer": "ban", "client": client})
+        return 200, {"ban": _entry_json(entry)}
+
+    async def _unban(self, bans: Bans, client: str) -> tuple[int, dict[str, Any]]:
+        removed = await _resolve(bans.backend.remove(client))
+        if not removed:
+            raise _Problem(404, "Not Found", f"{client} is not banned")
+        bans.record("ban.removed", client, "lifted by an administrator", subject=ADMIN_SUBJECT)
+        log.warning("ban lifted by the admin API", extra={"layer": "ban", "client": client})
+        return 200, {"removed": client}
+
+    def _send(self, status: int, content_type: str, document: dict[str, Any]) -> None:
+        data = json.dumps(document).encode() + b"\n"
+        headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(data))),
+            ("Cache-Control", "no-store"),
+        ]
+        try:
+            output = self.connection.send(h11.Response(status_code=status, headers=headers))
+            output = (output or b"") + (self.connection.send(h11.Data(data=data)) or b"")
+            output += self.connection.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError:
+            self._close()
+            return
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(output)
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _authorized(request: h11.Request, token: str) -> bool:
+    expected = b"Bearer " + token.encode("utf-8")
+    values = [value for name, value in request.headers if name == b"authorization"]
+    return len(values) == 1 and hmac.compare_digest(values[0], expected)
+
+
+def _client(bans: Bans, text: str) -> str:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise _Problem(400, "Bad Request", "expected a client IP address") from None
+    return bans.client(str(address))
+
+
+async def _resolve(value: Awaitable[_T] | _T) -> _T:
+    if inspect.isawaitable(value):
+        return cast(_T, await value)
+    return value
+
+
+def _entry_json(entry: BanEntry) -> dict[str, Any]:
+    return {
+        "client": entry.client,
+        "until": round(entry.until, 3),
+        "level": entry.level,
+        "reason": entry.reason,
+    }

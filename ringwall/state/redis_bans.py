@@ -1,0 +1,191 @@
+"""Bans in Redis, so that every gateway instance enforces a ban within a second.
+
+All ban state sits under one hash tag (`{bans}`), so in a Redis Cluster
+the rule counters and the ban list share one slot and a script may touch
+both. The ban list is a hash: field = client, value = "until level
+level_until reason". Each worker copies the bans in force every
+`POLL_SECONDS`, and checks read that copy, never waiting for Redis. When
+Redis is unreachable, the last copy stays in force and the outage is
+logged once, with its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from ringwall.config.limits import BanRule
+from ringwall.edge.bans import BanEntry
+from ringwall.state.redis_client import RedisClient, RedisReplyError, RedisUnavailable, Script
+
+log = logging.getLogger("ringwall.bans")
+
+POLL_SECONDS = 0.5
+
+# Count one rejection in the rule's sliding window (the same estimate as
+# ringwall.limits.window), and ban when the count passes the threshold.
+# KEYS: counter hash, ban list hash. ARGV: window, threshold, ban seconds,
+# max ban seconds, client, rule name. Returns nil, or {until, level}.
+_COUNT = Script(
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local window = tonumber(ARGV[1])
+local threshold = tonumber(ARGV[2])
+local start = math.floor(now / window) * window
+local state = redis.call('HMGET', KEYS[1], 's', 'c', 'p')
+local s = tonumber(state[1]) or 0
+local c = tonumber(state[2]) or 0
+local p = tonumber(state[3]) or 0
+if s ~= start then
+  if s == start - window then p = c else p = 0 end
+  c = 0
+end
+c = c + 1
+redis.call('HSET', KEYS[1], 's', string.format('%.17g', start), 'c', c, 'p', p)
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 2000))
+local estimate = p * (1 - (now - start) / window) + c
+if estimate <= threshold then return nil end
+local level = 0
+local previous = redis.call('HGET', KEYS[2], ARGV[5])
+if previous then
+  local until_, prev_level, level_until = string.match(previous, '^(%S+) (%S+) (%S+)')
+  if tonumber(until_) > now then return nil end
+  if tonumber(level_until) > now then level = tonumber(prev_level) + 1 end
+end
+local seconds = math.min(tonumber(ARGV[3]) * 2 ^ math.min(level, 40), tonumber(ARGV[4]))
+local until_ = now + seconds
+redis.call('HSET', KEYS[2], ARGV[5], string.format('%.6f %d %.6f %s', until_, level,
+  until_ + tonumber(ARGV[4]), ARGV[6]))
+return {string.format('%.6f', until_), level}
+"""
+)
+
+# Remove entries whose kept level ended. KEYS: ban list hash. ARGV: none.
+_PRUNE = Script(
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local level_until = tonumber(string.match(all[i + 1], '^%S+ %S+ (%S+)'))
+  if level_until == nil or level_until < now then redis.call('HDEL', KEYS[1], all[i]) end
+end
+return #all / 2
+"""
+)
+
+
+def parse_entry(client: bytes, value: bytes) -> tuple[BanEntry, float] | None:
+    """Parse one ban list field; return the entry and its level_until, or None if malformed."""
+    parts = value.decode("utf-8", "replace").split(" ", 3)
+    if len(parts) < 3:
+        return None
+    try:
+        until, level, level_until = float(parts[0]), int(parts[1]), float(parts[2])
+    except ValueError:
+        return None
+    reason = parts[3] if len(parts) > 3 else ""
+    return BanEntry(client.decode("ascii", "replace"), until, level, reason), level_until
+
+
+class RedisBans:
+    """Bans kept in Redis and copied into memory by a polling task."""
+
+    def __init__(
+        self, client: RedisClient, prefix: str, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.client = client
+        self.list_key = f"{prefix}{{bans}}:list".encode()
+        self.prefix = prefix
+        self.clock = clock
+        self._active: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._task = loop.create_task(self._poll())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def active(self, client: str, now: float) -> bool:
+        until = self._active.get(client)
+        return until is not None and until > now
+
+    async def count(self, rule: BanRule, client: str, now: float) -> BanEntry | None:
+        counter = f"{self.prefix}{{bans}}:count:{rule.name}:{client}".encode()
+        try:
+            reply = await self.client.evalsha(
+                _COUNT,
+                [counter, self.list_key],
+                [rule.window, rule.threshold, rule.ban, rule.max_ban, client, rule.name],
+            )
+        except (RedisUnavailable, RedisReplyError) as exc:
+            self._failed(exc)
+            return None
+        if not isinstance(reply, list) or len(reply) != 2:
+            return None
+        until = float(reply[0])
+        self._active[client] = until
+        return BanEntry(client, until, int(reply[1]), rule.name)
+
+    async def add(self, client: str, seconds: float, reason: str, now: float) -> BanEntry:
+        until = now + seconds
+        value = f"{until:.6f} 0 {until:.6f} {reason}"
+        await self.client.execute(b"HSET", self.list_key, client, value)
+        self._active[client] = until
+        return BanEntry(client, until, 0, reason)
+
+    async def remove(self, client: str) -> bool:
+        removed = await self.client.execute(b"HDEL", self.list_key, client)
+        self._active.pop(client, None)
+        return removed == 1
+
+    async def entries(self, now: float) -> list[BanEntry]:
+        reply = await self.client.execute(b"HGETALL", self.list_key)
+        return [entry for entry, _ in _parse_all(reply) if entry.until > now]
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                await self.client.evalsha(_PRUNE, [self.list_key], [])
+                reply = await self.client.execute(b"HGETALL", self.list_key)
+            except (RedisUnavailable, RedisReplyError) as exc:
+                self._failed(exc)
+            else:
+                now = self.clock()
+                self._active = {
+                    entry.client: entry.until for entry, _ in _parse_all(reply) if entry.until > now
+                }
+                if self._failing:
+                    self._failing = False
+                    log.warning("the ban list in Redis is reachable again")
+            await asyncio.sleep(POLL_SECONDS)
+
+    def _failed(self, exc: Exception) -> None:
+        if not self._failing:
+            self._failing = True
+            log.error(
+                "cannot reach the ban list in Redis; the last copy stays in force",
+                extra={"layer": "ban", "error": str(exc)},
+            )
+
+
+def _parse_all(reply: object) -> list[tuple[BanEntry, float]]:
+    if not isinstance(reply, list):
+        return []
+    parsed = []
+    for index in range(0, len(reply) - 1, 2):
+        client, value = reply[index], reply[index + 1]
+        if isinstance(client, bytes) and isinstance(value, bytes):
+            entry = parse_entry(client, value)
+            if entry is not None:
+                parsed.append(entry)
+    return parsed

@@ -1,0 +1,149 @@
+"""Automatic bans through a real gateway, and the admin API that lists and lifts them."""
+
+import http.client
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ringwall.cli import main
+from tests.support.client import request
+from tests.support.gateway_thread import GatewayThread, running_gateway
+from tests.support.raw_upstream import RawUpstream, running_raw_upstream
+
+TOKEN = "t" * 40
+
+
+def config_text(upstream_port: int) -> str:
+    return f"""
+server:
+  timeouts: {{drain: 1s}}
+auth:
+  issuers:
+    main:
+      issuer: "https://issuer.test"
+      hmac_secret: "{"s" * 32}"
+      algorithms: [HS256]
+      audiences: [api]
+limits:
+  bans:
+    - {{name: repeated-401, rejections: [401], threshold: 3, window: 60s, ban: 30s, max_ban: 1h}}
+admin:
+  token: "{TOKEN}"
+upstreams:
+  app:
+    targets: ["http://127.0.0.1:{upstream_port}"]
+routes:
+  - {{name: private, path: /private, upstream: app, auth: jwt}}
+  - {{name: public, path: /public, upstream: app, auth: none}}
+"""
+
+
+@pytest.fixture
+def upstream() -> Iterator[RawUpstream]:
+    with running_raw_upstream() as server:
+        yield server
+
+
+@pytest.fixture
+def gateway(upstream: RawUpstream, tmp_path: Path) -> Iterator[GatewayThread]:
+    with running_gateway(config_text(upstream.port), tmp_path) as gw:
+        yield gw
+
+
+def get(gateway: GatewayThread, path: str) -> int:
+    return request(gateway.port, b"GET %b HTTP/1.1\r\nHost: a\r\n\r\n" % path.encode()).status
+
+
+def admin(
+    gateway: GatewayThread, method: str, path: str, body: Any = None, token: str = TOKEN
+) -> tuple[int, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.admin_port, timeout=5)
+    try:
+        payload = json.dumps(body) if body is not None else None
+        connection.request(method, path, payload, {"Authorization": f"Bearer {token}"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def audit_actions(tmp_path: Path) -> list[tuple[str, str]]:
+    # The test gateway writes its audit log next to its access log.
+    lines = (tmp_path / "audit.log").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    return [(r["action"], r["target"]) for r in records if r["action"]]
+
+
+def trip_rule(gateway: GatewayThread) -> None:
+    for _ in range(4):
+        assert get(gateway, "/private") == 401
+
+
+def test_repeated_401_bans_the_client(gateway: GatewayThread, upstream: RawUpstream) -> None:
+    trip_rule(gateway)
+    response = request(gateway.port, b"GET /public HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert response.status == 403
+    assert response.json()["layer"] == "ban"
+    assert upstream.requests == []
+
+
+def test_admin_lists_and_lifts_ban(gateway: GatewayThread, tmp_path: Path) -> None:
+    trip_rule(gateway)
+    status, listed = admin(gateway, "GET", "/bans")
+    assert status == 200
+    assert [ban["client"] for ban in listed["bans"]] == ["127.0.0.1"]
+    assert listed["bans"][0]["reason"] == "repeated-401"
+    status, _ = admin(gateway, "DELETE", "/bans/127.0.0.1")
+    assert status == 200
+    assert get(gateway, "/public") == 200
+    time.sleep(0.05)  # audit records are written once per loop iteration
+    assert audit_actions(tmp_path) == [("ban.added", "127.0.0.1"), ("ban.removed", "127.0.0.1")]
+
+
+def test_admin_adds_ban(gateway: GatewayThread) -> None:
+    status, body = admin(gateway, "PUT", "/bans/127.0.0.1", {"duration": "1m", "reason": "test"})
+    assert status == 200
+    assert body["ban"]["client"] == "127.0.0.1"
+    assert get(gateway, "/public") == 403
+    admin(gateway, "DELETE", "/bans/127.0.0.1")
+
+
+def test_admin_needs_the_token(gateway: GatewayThread) -> None:
+    status, body = admin(gateway, "GET", "/bans", token="x" * 40)
+    assert status == 401
+    assert body["status"] == 401
+
+
+def test_admin_rejects_bad_client(gateway: GatewayThread) -> None:
+    status, _ = admin(gateway, "PUT", "/bans/not-an-ip", {"duration": "1m"})
+    assert status == 400
+
+
+def test_unban_unknown_client_404(gateway: GatewayThread) -> None:
+    status, _ = admin(gateway, "DELETE", "/bans/10.1.2.3")
+    assert status == 404
+
+
+def test_bans_command_adds_lists_and_removes(
+    upstream: RawUpstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running_gateway(config_text(upstream.port), tmp_path) as gateway:
+        config = tmp_path / "ringwall.yaml"
+        text = config_text(upstream.port).replace(
+            "admin:\n", f'admin:\n  listen: "127.0.0.1:{gateway.admin_port}"\n'
+        )
+        config.write_text(text)
+        assert main(["bans", "add", "127.0.0.1", "-c", str(config), "--duration", "5m"]) == 0
+        assert get(gateway, "/public") == 403
+        assert main(["bans", "list", "-c", str(config)]) == 0
+        assert main(["bans", "remove", "127.0.0.1", "-c", str(config)]) == 0
+        assert get(gateway, "/public") == 200
+        assert main(["bans", "remove", "127.0.0.1", "-c", str(config)]) == 1
+    output = capsys.readouterr().out
+    assert "banned 127.0.0.1 for 300 s" in output
+    assert "127.0.0.1\t" in output
+    assert "lifted the ban of 127.0.0.1" in output

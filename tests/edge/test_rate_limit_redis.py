@@ -1,0 +1,98 @@
+"""Limits in Redis while Redis goes away and comes back: each store failure mode."""
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.client import Response, request
+from tests.support.gateway_process import Gateway
+from tests.support.raw_upstream import RawUpstream, running_raw_upstream
+from tests.support.redis_servers import RedisProcess, running_redis
+
+
+def config_text(redis_port: int, upstream_port: int) -> str:
+    routes = "\n".join(
+        f"""  - name: {mode}
+    path: /{mode}
+    upstream: app
+    auth: none
+    limits:
+      - {{name: per-ip, key: [ip], rate: 6/minute, on_store_failure: {mode}}}"""
+        for mode in ("fail_open", "fail_closed", "local_fallback")
+    )
+    return f"""
+server:
+  timeouts: {{drain: 1s}}
+limits:
+  store: {{kind: redis, url: "redis://127.0.0.1:{redis_port}", timeout: 200ms, instances: 3}}
+upstreams:
+  app:
+    targets: ["http://127.0.0.1:{upstream_port}"]
+routes:
+{routes}
+"""
+
+
+@pytest.fixture
+def upstream() -> Iterator[RawUpstream]:
+    with running_raw_upstream() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    with running_redis(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def gateway(
+    redis_server: RedisProcess, upstream: RawUpstream, tmp_path: Path
+) -> Iterator[Gateway]:
+    config = tmp_path / "ringwall.yaml"
+    config.write_text(config_text(redis_server.port, upstream.port))
+    process = Gateway(config, workers=2)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def get(gateway: Gateway, path: str) -> Response:
+    return request(gateway.port, b"GET %b HTTP/1.1\r\nHost: a\r\n\r\n" % path.encode())
+
+
+def statuses(gateway: Gateway, path: str, count: int) -> list[int]:
+    return [get(gateway, path).status for _ in range(count)]
+
+
+def test_redis_counts_while_up(gateway: Gateway) -> None:
+    assert statuses(gateway, "/fail_closed", 8) == [200] * 6 + [429] * 2
+
+
+def test_outage_modes_and_recovery(gateway: Gateway, redis_server: RedisProcess) -> None:
+    workers = sorted(gateway.worker_pids())
+    redis_server.stop(signal.SIGKILL)
+
+    # fail_open: the limit is skipped while Redis is away.
+    assert statuses(gateway, "/fail_open", 10) == [200] * 10
+    # fail_closed: 503 with Retry-After, as a problem.
+    refused = get(gateway, "/fail_closed")
+    assert refused.status == 503
+    assert refused.header("Retry-After") == "5"
+    assert refused.json()["layer"] == "rate_limit"
+    # local_fallback: limit / instances (6 / 3) in the embedded store, across both workers.
+    assert statuses(gateway, "/local_fallback", 4) == [200, 200, 429, 429]
+
+    assert sorted(gateway.worker_pids()) == workers
+    redis_server.start()
+    deadline = time.monotonic() + 5
+    while get(gateway, "/fail_closed").status == 503 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # Counting in Redis resumes: one request above went through already.
+    assert statuses(gateway, "/fail_closed", 6) == [200] * 5 + [429]
+    assert sorted(gateway.worker_pids()) == workers
+    assert gateway.log().count("the limit store is unreachable") <= 2  # once per worker
