@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from ringwall.config import load_config
 from ringwall.demo.backend import DemoBackend
 from ringwall.demo.idp import DemoIdentityProvider
-from ringwall.demo.issuer import DemoIssuer, load_or_create_issuer
+from ringwall.demo.issuer import DemoIssuer, create_admin_token, load_or_create_issuer
 from ringwall.demo.runner import DEMO_CONFIG, GATEWAY_KEY_FILE
 from ringwall.gateway.upstream_token import create_signing_key
 from tests.support.backend_thread import running_backend
@@ -40,6 +40,7 @@ def backend() -> Iterator[DemoBackend]:
 @pytest.fixture
 def issuer(tmp_path: Path) -> DemoIssuer:
     create_signing_key(tmp_path / "state" / GATEWAY_KEY_FILE)
+    create_admin_token(tmp_path / "state")
     return load_or_create_issuer(tmp_path / "state")
 
 
@@ -208,3 +209,11 @@ def test_demo_products_limit_per_ip(gateway: GatewayThread) -> None:
     assert refused.header("RateLimit-Policy") == '"per-ip";q=100;w=60'
     assert (refused.header("RateLimit") or "").startswith('"per-ip";r=0;t=')
     assert refused.header("Content-Type") == "application/problem+json"
+
+
+def test_demo_bans_repeated_401(gateway: GatewayThread) -> None:
+    for _ in range(21):
+        assert get(gateway, "/api/orders").status == 401
+    refused = get(gateway, "/api/products")
+    assert refused.status == 403
+    assert refused.json()["layer"] == "ban"

@@ -86,6 +86,9 @@ class IssuerKeyMissing(IssuerStateError):
         self.key_path = key_path
 
 
+ADMIN_TOKEN_FILE = "admin-token"
+
+
 def key_id(public_key: rsa.RSAPublicKey) -> str:
     """Derive the kid: "demo-" and the first 16 hex digits of SHA-256 over the DER public key."""
     der = public_key.public_bytes(
@@ -404,6 +407,14 @@ def _invalid_key_file(path: Path, problem: str) -> IssuerStateError:
         f"invalid demo issuer key file {path}: {problem}. "
         "Delete the file to make the demo create a new key"
     )
+
+
+def create_admin_token(state_dir: Path) -> Path:
+    """Create `state_dir`/admin-token (64 hex characters, mode 0600) unless it exists."""
+    _make_state_dir(state_dir)
+    path = state_dir / ADMIN_TOKEN_FILE
+    _write_private_file(path, secrets.token_hex(32).encode("ascii"), replace=False)
+    return path
 
 
 def _make_state_dir(state_dir: Path) -> None:

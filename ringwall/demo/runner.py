@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ringwall.config.types import format_listen_address
-from ringwall.demo.issuer import DEFAULT_STATE_DIR, load_or_create_issuer
+from ringwall.demo.issuer import DEFAULT_STATE_DIR, create_admin_token, load_or_create_issuer
 from ringwall.gateway.upstream_token import create_signing_key
 from ringwall.server.supervisor import Overrides, bind_socket, serve
 
@@ -104,6 +104,7 @@ def run_demo(listen: tuple[str, int], workers: int, state_dir: Path = DEFAULT_ST
     state_dir = state_dir.resolve()
     load_or_create_issuer(state_dir)  # the key that `ringwall token` signs with
     create_signing_key(state_dir / GATEWAY_KEY_FILE)  # the gateway's own, for upstream tokens
+    create_admin_token(state_dir)  # read by the gateway and by `ringwall bans`
     processes = []
     try:
         backend, backend_port = _start_process("ringwall.demo.backend")
