@@ -52,9 +52,9 @@ def instances(
 ) -> Iterator[tuple[Gateway, Gateway, dict[str, str]]]:
     first_env = environment(upstream, prefix, free_port())
     second_env = environment(upstream, prefix, free_port())
-    first = Gateway(CONFIG, workers=2, env=first_env, name="first")
+    first = Gateway(CONFIG, workers=2, env=first_env, name="first", log_dir=tmp_path)
     try:
-        second = Gateway(CONFIG, workers=2, env=second_env, name="second")
+        second = Gateway(CONFIG, workers=2, env=second_env, name="second", log_dir=tmp_path)
         try:
             yield first, second, first_env
         finally:

@@ -86,7 +86,8 @@ class IssuerKeyMissing(IssuerStateError):
         self.key_path = key_path
 
 
-ADMIN_TOKEN_FILE = "admin-token"
+# The file name of the admin API token, not the token.
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105
 
 
 def key_id(public_key: rsa.RSAPublicKey) -> str:

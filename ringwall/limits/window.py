@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +27,7 @@ class Quota:
     window: float
 
 
-@dataclass(frozen=True, slots=True)
-class Counts:
+class Counts(NamedTuple):
     """The stored state of a key: the start of the current window and two counts."""
 
     start: float
@@ -35,8 +35,7 @@ class Counts:
     previous: int
 
 
-@dataclass(frozen=True, slots=True)
-class WindowDecision:
+class WindowDecision(NamedTuple):
     """The outcome of one check; `counts` is the state to store."""
 
     allowed: bool

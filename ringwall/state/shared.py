@@ -4,25 +4,42 @@ The supervisor is to create one `SharedStore` before it forks the workers.
 Every worker then inherits the same anonymous `MAP_SHARED` mapping and the
 same locks, so limits are exact across the workers of one gateway without
 a server.
-NOTE: ringwall/server/supervisor.py does not create the store yet, nor call
-`recover_locks` and `clear_worker` when it reaps a worker.
+NOTE: ringwall/server/supervisor.py creates the store, but it does not call
+`recover_locks` and `clear_worker` when it reaps a worker yet.
 
 Layout. The mapping starts with one 64-byte record per lock stripe (the
 owner's pid and counters), followed by four regions: GCRA rates, sliding
 windows, connection counts and bans. Each region is an array of buckets of
-8 slots, an 8-way set-associative table. A key's BLAKE2b digest (16 bytes,
-keyed with a secret drawn at creation, so clients cannot aim keys at one
-bucket) selects the bucket and is the tag stored in the slot. A lookup
-searches the 8 tags of one bucket and nothing else. A new key takes a free
-or expired slot of its bucket, or else evicts the entry that matters least,
-so the mapping never grows, however many keys clients make up.
+8 slots, an 8-way set-associative table. A bucket starts with the 8 slots'
+64-bit tags, and the slots' state follows. A key's tag is its built-in
+`hash()`, which also selects the bucket. A lookup searches the 8 tags of
+one bucket and nothing else. A new key takes a free or expired slot of its
+bucket, or else evicts the entry that matters least, so the mapping never
+grows, however many keys clients make up.
+
+Hashing. For bytes, CPython's `hash()` is SipHash-1-3 (`sys.hash_info`,
+CPython 3.11) keyed with a random seed drawn at interpreter start, so
+clients cannot aim keys at one bucket or at another key's tag. Two keys
+share a tag with probability 2**-64, and keys in one bucket already agree
+on the bucket index, so a lookup mistakes one key for another with
+probability about slots / 2**64 (2**-48 for the default 65,536 slots). Tag
+0 marks a free slot, so a key whose hash is 0 gets tag 1. Forked workers
+inherit the seed, so every process agrees on every key's tag. For the same
+reason, all processes that use one store must be forked from the process
+that created it, as the supervisor does. A process started separately,
+even with the same mapping, hashes differently and cannot share the table.
+With PYTHONHASHSEED set to a fixed value the seed is no longer secret, and
+`create` logs a warning. `hash()` of a new 11-byte key costs about 0.03 µs,
+against 0.48 µs for a keyed BLAKE2b digest and the bucket index computed
+from it (timeit, Python 3.11, x86-64 Linux, 2 cores).
 
 Locking. Bucket `b` of every region is guarded by stripe lock `b % 64`, a
 `multiprocessing` lock (a POSIX semaphore), and each operation takes one
-stripe. The uncontended acquire with a timeout plus release costs about
-0.05 µs, against 0.57 µs for an `fcntl` OFD lock and 0.19 to 0.28 µs for
-a robust pthread mutex called through ctypes (timeit, Python 3.11, x86-64
-Linux, 2 cores).
+stripe. An uncontended non-blocking acquire plus release costs about
+0.03 µs, and one with a timeout about 0.06 µs. An `fcntl` OFD lock costs
+0.57 µs, and a robust pthread mutex called through ctypes 0.19 to 0.28 µs
+(timeit, Python 3.11, x86-64 Linux, 2 cores). So each operation first
+tries to acquire without blocking, and only then waits.
 A lock that is not acquired within the lock timeout raises `StoreBusy`
 instead of hanging. A semaphore stays taken when its holder dies, so each
 stripe records its holder's pid, and the supervisor must call
@@ -35,20 +52,19 @@ caller puts the limit's name into the key.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import mmap
 import multiprocessing
 import multiprocessing.synchronize
 import os
-import secrets
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import floor
 
 from ringwall.errors import RingwallError
-from ringwall.limits.gcra import Decision, Rate, decide
+from ringwall.limits.gcra import _EPSILON, Decision, Rate
 from ringwall.limits.window import Counts, Quota, WindowDecision, decide_window, roll
 
 log = logging.getLogger("ringwall.state")
@@ -60,19 +76,22 @@ MAX_BAN_KEY_BYTES = 64
 MAX_BAN_REASON_BYTES = 64
 
 _WAYS = 8
-_TAG_BYTES = 16
+_TAG_BYTES = 8
 _TAGS_BYTES = _WAYS * _TAG_BYTES
 _STRIPES = 64
 
 # Stripe record: owner pid at 0, then int64 counters at these offsets.
 _STRIPE_BYTES = 64
+# The distance between two owner pids in the int32 view of the records.
+_OWNER_STEP = _STRIPE_BYTES // 4
 _RATE_EVICTIONS = 8
 _WINDOW_EVICTIONS = 16
 _BAN_EVICTIONS = 24
 _CONNECTIONS_FULL = 32
 _CONNECTIONS_OPEN = 40
 
-_PID = struct.Struct("=i")
+_TAG = struct.Struct("=q")
+_TAGS = struct.Struct("=8q")
 _INT64 = struct.Struct("=q")
 _UINT32 = struct.Struct("=I")
 _STRIPE_OPEN = struct.Struct("=" + "40xq16x" * _STRIPES)
@@ -80,7 +99,6 @@ _STRIPE_OPEN = struct.Struct("=" + "40xq16x" * _STRIPES)
 # Rate slot: the TAT.
 _RATE_SLOT_BYTES = 8
 _RATE_BUCKET_BYTES = _TAGS_BYTES + _WAYS * _RATE_SLOT_BYTES
-_TAT = struct.Struct("=d")
 _TATS = struct.Struct("=8d")
 
 # Window slot: window start, the time after which the counts are all zero,
@@ -198,16 +216,22 @@ class SharedStore:
         layout: _Layout,
         locks: list[multiprocessing.synchronize.Lock],
         lock_timeout: float,
-        hash_key: bytes,
     ) -> None:
         self._memory = memory
         self._layout = layout
         self._locks = locks
-        self._acquires: list[Callable[[bool, float], bool]] = [lock.acquire for lock in locks]
+        self._acquires: list[Callable[..., bool]] = [lock.acquire for lock in locks]
         self._releases: list[Callable[[], None]] = [lock.release for lock in locks]
         self._lock_timeout = lock_timeout
-        self._hasher = hashlib.blake2b(digest_size=_TAG_BYTES, key=hash_key)
         self._buckets = layout.buckets
+        self._rate_offset = layout.rate_offset
+        self._window_offset = layout.window_offset
+        # Views of the mapping as int32 (the stripe records) and as float64.
+        # Indexing one costs about 0.02 µs, against 0.05 µs for a struct
+        # call. close() releases them, because mmap.close() raises
+        # BufferError while a view exists.
+        self._owners = memoryview(memory)[: _STRIPES * _STRIPE_BYTES].cast("i")
+        self._floats = memoryview(memory).cast("d")
 
     @classmethod
     def create(
@@ -222,7 +246,9 @@ class SharedStore:
         Each of the four regions gets `capacity` slots, rounded up to a
         multiple of 8. `workers` is the number of worker indexes that
         connection counts accept (0 to workers - 1). The mapping takes
-        `stats()["bytes"]` bytes, 33,820,672 for the defaults.
+        `stats()["bytes"]` bytes, 31,723,520 for the defaults.
+        Only processes forked from this one can use the store, because
+        keys are placed by the interpreter's seeded `hash()`.
         """
         if capacity < _WAYS:
             raise ValueError(f"capacity must be at least {_WAYS} slots, got {capacity}")
@@ -240,71 +266,159 @@ class SharedStore:
         # resource tracker process is started and nothing is left in /dev/shm.
         context = multiprocessing.get_context("fork")
         locks = [context.Lock() for _ in range(_STRIPES)]
-        return cls(memory, layout, locks, lock_timeout, secrets.token_bytes(32))
+        if os.environ.get("PYTHONHASHSEED", "random") != "random":
+            log.warning(
+                "PYTHONHASHSEED is set, so clients who learn the seed can aim keys at one "
+                "bucket of the shared store and evict other keys' limits. Unset it in "
+                "production."
+            )
+        return cls(memory, layout, locks, lock_timeout)
 
     def close(self) -> None:
         """Unmap the shared memory in this process. Later calls in this process raise ValueError."""
+        self._owners.release()
+        self._floats.release()
         self._memory.close()
 
     # Rates (GCRA).
 
     def check_rate(self, key: bytes, rate: Rate, now: float, cost: int = 1) -> Decision:
-        """Decide a request of `cost` for `key` with `decide` and store the new TAT if allowed.
+        """Decide a request of `cost` for `key` as `decide` does, and store the new TAT if allowed.
 
         A new key is stored only when its request is allowed. It takes a
         free slot, or one whose TAT is past, or else evicts the entry with
         the smallest TAT, which then starts afresh.
         """
-        digest, bucket = self._locate(key)
+        # Every call of every worker runs this, so the lookup, the locking
+        # and `decide` are written out here. The arithmetic is `decide`'s,
+        # in the same order, so the results are equal to the last bit.
+        tag = hash(key) or 1
+        bucket = tag % self._buckets
         stripe = bucket % _STRIPES
-        base = self._layout.rate_offset + bucket * _RATE_BUCKET_BYTES
-        memory = self._memory
-        self._acquire(stripe)
+        owner = stripe * _OWNER_STEP
+        base = self._rate_offset + bucket * _RATE_BUCKET_BYTES
+        owners = self._owners
+        floats = self._floats
+        interval = rate.interval
+        capacity = rate.capacity
+        step = cost * interval
+        if not self._acquires[stripe](False):
+            self._wait_for_lock(stripe)
         try:
-            slot = _find_slot(memory, digest, base)
-            tat = _TAT.unpack_from(memory, base + _TAGS_BYTES + slot * 8)[0] if slot >= 0 else 0.0
-            decision = decide(rate, tat, now, cost)
-            if decision.allowed:
-                if slot < 0:
-                    slot = self._claim_rate_slot(base, digest, stripe, now)
-                _TAT.pack_into(memory, base + _TAGS_BYTES + slot * 8, decision.tat)
+            owners[owner] = _pid
+        except ValueError:
+            # close() released the view.
+            self._releases[stripe]()
+            self._check_open()
+            raise
+        try:
+            tags = _TAGS.unpack_from(self._memory, base)
+            if tag in tags:
+                # The index of the slot's TAT in the float64 view.
+                tat_index = (base + _TAGS_BYTES) // 8 + tags.index(tag)
+                tat = floats[tat_index]
+            else:
+                tat_index = 0  # no TAT is at index 0, so 0 marks a new key
+                tat = 0.0
+            start = tat if tat > now else now
+            new_tat = start + step
+            ahead = new_tat - now
+            allowed = ahead <= capacity + _EPSILON
+            if allowed:
+                if not tat_index:
+                    tat_index = self._claim_rate_slot(base, tag, stripe, now)
+                floats[tat_index] = new_tat
         finally:
-            self._release(stripe)
-        return decision
+            owners[owner] = 0
+            self._releases[stripe]()
 
-    def _claim_rate_slot(self, base: int, digest: bytes, stripe: int, now: float) -> int:
+        if allowed:
+            left = floor((capacity - ahead) / interval + _EPSILON)
+            return _new_tuple(Decision, (True, new_tat, left if left > 0 else 0, 0.0, ahead))
+        current = start - now
+        left = floor((capacity - current) / interval + _EPSILON)
+        return _new_tuple(
+            Decision, (False, tat, left if left > 0 else 0, ahead - capacity, current)
+        )
+
+    def _claim_rate_slot(self, base: int, tag: int, stripe: int, now: float) -> int:
+        """Give a slot of the bucket at `base` to `tag` and return its TAT's float64 index."""
         tats = _TATS.unpack_from(self._memory, base + _TAGS_BYTES)
         oldest = min(tats)
         slot = tats.index(oldest)
         if oldest > now:
             self._count(stripe, _RATE_EVICTIONS)
-        self._write_tag(base, slot, digest)
-        return slot
+        self._write_tag(base, slot, tag)
+        return (base + _TAGS_BYTES) // 8 + slot
 
     # Sliding windows.
 
     def check_window(self, key: bytes, quota: Quota, now: float, cost: int = 1) -> WindowDecision:
-        """Decide a request of `cost` for `key` with `decide_window`, storing the counts if allowed.
+        """Decide a request of `cost` for `key` like `decide_window`, storing the counts if allowed.
 
         A new key is stored only when its request is allowed. It takes a
         free or expired slot, or else evicts the entry whose counts expire
         first.
         """
-        digest, bucket = self._locate(key)
+        # As in check_rate, `roll` and the allowed case of `decide_window`
+        # are written out here, with the same arithmetic in the same order.
+        tag = hash(key) or 1
+        bucket = tag % self._buckets
         stripe = bucket % _STRIPES
-        base = self._layout.window_offset + bucket * _WINDOW_BUCKET_BYTES
-        self._acquire(stripe)
+        owner = stripe * _OWNER_STEP
+        base = self._window_offset + bucket * _WINDOW_BUCKET_BYTES
+        memory = self._memory
+        owners = self._owners
+        window = quota.window
+        window_start = floor(now / window) * window
+        if not self._acquires[stripe](False):
+            self._wait_for_lock(stripe)
         try:
-            slot = _find_slot(self._memory, digest, base)
-            counts = self._read_counts(base, slot)
-            decision = decide_window(quota, counts, now, cost)
-            if decision.allowed:
-                if slot < 0:
-                    slot = self._claim_window_slot(base, digest, stripe, now)
-                self._write_counts(base, slot, quota, decision.counts)
+            owners[owner] = _pid
+        except ValueError:
+            # close() released the view.
+            self._releases[stripe]()
+            self._check_open()
+            raise
+        try:
+            tags = _TAGS.unpack_from(memory, base)
+            if tag in tags:
+                slot_offset = base + _TAGS_BYTES + _WINDOW_SLOT_BYTES * tags.index(tag)
+                start, _expiry, current, previous = _WINDOW.unpack_from(memory, slot_offset)
+                if start != window_start:
+                    previous = current if start == window_start - window else 0
+                    current = 0
+            else:
+                slot_offset = 0  # no slot is at offset 0, so 0 marks a new key
+                current = previous = 0
+            estimate = previous * (1.0 - (now - window_start) / window) + current
+            allowed = estimate + cost <= quota.limit
+            if allowed:
+                if not slot_offset:
+                    slot_offset = self._claim_window_slot(base, tag, stripe, now)
+                # After two windows from its start, roll() turns any counts into zeros.
+                _WINDOW.pack_into(
+                    memory,
+                    slot_offset,
+                    window_start,
+                    window_start + 2 * window,
+                    current + cost,
+                    previous,
+                )
         finally:
-            self._release(stripe)
-        return decision
+            owners[owner] = 0
+            self._releases[stripe]()
+
+        if not allowed:
+            return decide_window(quota, Counts(window_start, current, previous), now, cost)
+        left = quota.limit - (estimate + cost)
+        return WindowDecision(
+            True,
+            Counts(window_start, current + cost, previous),
+            max(0, floor(left)),
+            0.0,
+            window_start + window - now,
+        )
 
     def count_event(self, key: bytes, quota: Quota, now: float) -> float:
         """Count one event for `key` and return the sliding-window estimate, this event included.
@@ -312,17 +426,23 @@ class SharedStore:
         The event is always counted, whatever `quota.limit` is. The
         estimate is the one `decide_window` compares with the limit.
         """
-        digest, bucket = self._locate(key)
+        tag, bucket = self._locate(key)
         stripe = bucket % _STRIPES
-        base = self._layout.window_offset + bucket * _WINDOW_BUCKET_BYTES
+        base = self._window_offset + bucket * _WINDOW_BUCKET_BYTES
         self._acquire(stripe)
         try:
-            slot = _find_slot(self._memory, digest, base)
+            slot = _find_slot(self._memory, tag, base)
             counts = roll(quota, self._read_counts(base, slot), now)
             counts = Counts(counts.start, counts.current + 1, counts.previous)
             if slot < 0:
-                slot = self._claim_window_slot(base, digest, stripe, now)
-            self._write_counts(base, slot, quota, counts)
+                offset = self._claim_window_slot(base, tag, stripe, now)
+            else:
+                offset = base + _TAGS_BYTES + slot * _WINDOW_SLOT_BYTES
+            # After two windows from its start, roll() turns any counts into zeros.
+            expiry = counts.start + 2 * quota.window
+            _WINDOW.pack_into(
+                self._memory, offset, counts.start, expiry, counts.current, counts.previous
+            )
         finally:
             self._release(stripe)
         # The same estimate as in decide_window: the previous window's count
@@ -337,22 +457,15 @@ class SharedStore:
         start, _expiry, current, previous = _WINDOW.unpack_from(self._memory, offset)
         return Counts(start, current, previous)
 
-    def _write_counts(self, base: int, slot: int, quota: Quota, counts: Counts) -> None:
-        # After two windows from its start, roll() turns any counts into zeros.
-        expiry = counts.start + 2 * quota.window
-        offset = base + _TAGS_BYTES + slot * _WINDOW_SLOT_BYTES
-        _WINDOW.pack_into(
-            self._memory, offset, counts.start, expiry, counts.current, counts.previous
-        )
-
-    def _claim_window_slot(self, base: int, digest: bytes, stripe: int, now: float) -> int:
+    def _claim_window_slot(self, base: int, tag: int, stripe: int, now: float) -> int:
+        """Give a slot of the bucket at `base` to `tag` and return the slot's offset."""
         expiries = _WINDOW_EXPIRIES.unpack_from(self._memory, base + _TAGS_BYTES)
         oldest = min(expiries)
         slot = expiries.index(oldest)
         if oldest > now:
             self._count(stripe, _WINDOW_EVICTIONS)
-        self._write_tag(base, slot, digest)
-        return slot
+        self._write_tag(base, slot, tag)
+        return base + _TAGS_BYTES + slot * _WINDOW_SLOT_BYTES
 
     # Connection counts.
 
@@ -366,13 +479,13 @@ class SharedStore:
         expected to reject the connection instead.
         """
         self._check_worker(worker)
-        digest, bucket = self._locate(key)
+        tag, bucket = self._locate(key)
         stripe = bucket % _STRIPES
         base = self._connection_bucket(bucket)
         memory = self._memory
         self._acquire(stripe)
         try:
-            slot = _find_slot(memory, digest, base)
+            slot = _find_slot(memory, tag, base)
             if slot < 0:
                 totals = _CONNECTION_TOTALS.unpack_from(memory, base + _TAGS_BYTES)
                 if 0 not in totals:
@@ -382,7 +495,7 @@ class SharedStore:
                         "has open connections, so increase the store capacity"
                     )
                 slot = totals.index(0)
-                self._write_tag(base, slot, digest)
+                self._write_tag(base, slot, tag)
             total = self._add_connection(base, slot, worker, 1)
             self._count(stripe, _CONNECTIONS_OPEN)
         finally:
@@ -396,12 +509,12 @@ class SharedStore:
         `clear_worker` or a StoreFull from `connection_opened`.
         """
         self._check_worker(worker)
-        digest, bucket = self._locate(key)
+        tag, bucket = self._locate(key)
         stripe = bucket % _STRIPES
         base = self._connection_bucket(bucket)
         self._acquire(stripe)
         try:
-            slot = _find_slot(self._memory, digest, base)
+            slot = _find_slot(self._memory, tag, base)
             if slot >= 0 and self._worker_count(base, slot, worker) > 0:
                 self._add_connection(base, slot, worker, -1)
                 self._count(stripe, _CONNECTIONS_OPEN, -1)
@@ -504,14 +617,14 @@ class SharedStore:
         if now is None:
             now = time.time()
         reason_bytes = _truncate_utf8(reason, MAX_BAN_REASON_BYTES)
-        digest, bucket = self._locate(key)
+        tag, bucket = self._locate(key)
         stripe = bucket % _STRIPES
         base = self._layout.ban_offset + bucket * _BAN_BUCKET_BYTES
         self._acquire(stripe)
         try:
-            slot = _find_slot(self._memory, digest, base)
+            slot = _find_slot(self._memory, tag, base)
             if slot < 0:
-                slot = self._claim_ban_slot(base, digest, stripe, now)
+                slot = self._claim_ban_slot(base, tag, stripe, now)
             _BAN.pack_into(
                 self._memory,
                 base + _TAGS_BYTES + slot * _BAN_SLOT_BYTES,
@@ -533,12 +646,12 @@ class SharedStore:
         its level is still kept. The caller then computes the next ban's
         length from `ban.level`.
         """
-        digest, bucket = self._locate(key)
+        tag, bucket = self._locate(key)
         stripe = bucket % _STRIPES
         base = self._layout.ban_offset + bucket * _BAN_BUCKET_BYTES
         self._acquire(stripe)
         try:
-            slot = _find_slot(self._memory, digest, base)
+            slot = _find_slot(self._memory, tag, base)
             entry = self._read_ban(base, slot) if slot >= 0 else None
         finally:
             self._release(stripe)
@@ -548,18 +661,18 @@ class SharedStore:
 
     def remove_ban(self, key: bytes) -> bool:
         """Remove the ban of `key` and its kept level, and return whether the store had one."""
-        digest, bucket = self._locate(key)
+        tag, bucket = self._locate(key)
         stripe = bucket % _STRIPES
         base = self._layout.ban_offset + bucket * _BAN_BUCKET_BYTES
         self._acquire(stripe)
         try:
-            slot = _find_slot(self._memory, digest, base)
+            slot = _find_slot(self._memory, tag, base)
             if slot < 0:
                 return False
             offset = base + _TAGS_BYTES + slot * _BAN_SLOT_BYTES
             _until, level_until = struct.unpack_from("=dd", self._memory, offset)
             self._memory[offset : offset + _BAN_SLOT_BYTES] = bytes(_BAN_SLOT_BYTES)
-            self._write_tag(base, slot, bytes(_TAG_BYTES))
+            self._write_tag(base, slot, 0)
         finally:
             self._release(stripe)
         return bool(level_until > 0)
@@ -595,13 +708,13 @@ class SharedStore:
         text = reason[:reason_length].decode("utf-8", errors="replace")
         return key[:key_length], Ban(until, level, text, level_until)
 
-    def _claim_ban_slot(self, base: int, digest: bytes, stripe: int, now: float) -> int:
+    def _claim_ban_slot(self, base: int, tag: int, stripe: int, now: float) -> int:
         times = _BAN_TIMES.unpack_from(self._memory, base + _TAGS_BYTES)
         candidates: list[tuple[bool, float, int]] = []
         for slot in range(_WAYS):
             until, level_until = times[2 * slot], times[2 * slot + 1]
             if level_until <= now:
-                self._write_tag(base, slot, digest)
+                self._write_tag(base, slot, tag)
                 return slot
             # Ended bans go first, the one whose level expires first. After
             # them comes the active ban that ends first.
@@ -609,7 +722,7 @@ class SharedStore:
             candidates.append((active, until if active else level_until, slot))
         slot = min(candidates)[2]
         self._count(stripe, _BAN_EVICTIONS)
-        self._write_tag(base, slot, digest)
+        self._write_tag(base, slot, tag)
         return slot
 
     # Statistics.
@@ -687,7 +800,7 @@ class SharedStore:
 
     def _force_release(self, stripe: int, cause: str) -> None:
         log.warning("releasing a shared store lock", extra={"stripe": stripe, "cause": cause})
-        _PID.pack_into(self._memory, stripe * _STRIPE_BYTES, 0)
+        self._owners[stripe * _OWNER_STEP] = 0
         try:
             self._releases[stripe]()
         except ValueError:
@@ -695,10 +808,23 @@ class SharedStore:
             log.warning("the shared store lock was already free", extra={"stripe": stripe})
 
     def _owner(self, stripe: int) -> int:
-        owner: int = _PID.unpack_from(self._memory, stripe * _STRIPE_BYTES)[0]
+        owner: int = self._owners[stripe * _OWNER_STEP]
         return owner
 
     def _acquire(self, stripe: int) -> None:
+        """Take stripe lock `stripe` and record this process as its owner."""
+        if not self._acquires[stripe](False):
+            self._wait_for_lock(stripe)
+        try:
+            self._owners[stripe * _OWNER_STEP] = _pid
+        except ValueError:
+            # close() released the view.
+            self._releases[stripe]()
+            self._check_open()
+            raise
+
+    def _wait_for_lock(self, stripe: int) -> None:
+        """Wait up to the lock timeout for stripe lock `stripe`, or raise StoreBusy."""
         if not self._acquires[stripe](True, self._lock_timeout):
             owner = self._owner(stripe)
             holder = f"pid {owner}" if owner else "a process that has not written its pid"
@@ -707,32 +833,22 @@ class SharedStore:
                 f"{stripe}, which is held by {holder}. If that process died, the "
                 "supervisor releases the lock with recover_locks(pid)."
             )
-        try:
-            _PID.pack_into(self._memory, stripe * _STRIPE_BYTES, _pid)
-        except TypeError:
-            # A closed mmap is no longer a writable buffer.
-            self._releases[stripe]()
-            self._check_open()
-            raise
 
     def _check_open(self) -> None:
         if self._memory.closed:
             raise ValueError("the shared store is closed in this process")
 
     def _release(self, stripe: int) -> None:
-        _PID.pack_into(self._memory, stripe * _STRIPE_BYTES, 0)
+        self._owners[stripe * _OWNER_STEP] = 0
         self._releases[stripe]()
 
-    def _locate(self, key: bytes) -> tuple[bytes, int]:
-        """Return the key's tag and bucket index."""
-        hasher = self._hasher.copy()
-        hasher.update(key)
-        digest = hasher.digest()
-        return digest, int.from_bytes(digest, "little") % self._buckets
+    def _locate(self, key: bytes) -> tuple[int, int]:
+        """Return the key's tag and bucket index, as check_rate computes them."""
+        tag = hash(key) or 1
+        return tag, tag % self._buckets
 
-    def _write_tag(self, base: int, slot: int, digest: bytes) -> None:
-        offset = base + slot * _TAG_BYTES
-        self._memory[offset : offset + _TAG_BYTES] = digest
+    def _write_tag(self, base: int, slot: int, tag: int) -> None:
+        _TAG.pack_into(self._memory, base + slot * _TAG_BYTES, tag)
 
     def _count(self, stripe: int, field: int, delta: int = 1) -> None:
         """Add `delta` to one counter of the stripe record, whose lock the caller holds."""
@@ -746,17 +862,15 @@ class SharedStore:
         )
 
 
-def _find_slot(memory: mmap.mmap, digest: bytes, base: int) -> int:
-    """Return the slot whose tag is `digest` in the bucket at `base`, or -1."""
-    end = base + _TAGS_BYTES
-    position = memory.find(digest, base, end)
-    while position >= 0:
-        offset = position - base
-        if offset % _TAG_BYTES == 0:
-            return offset // _TAG_BYTES
-        # The match spans two tags, so search on.
-        position = memory.find(digest, position + 1, end)
-    return -1
+def _find_slot(memory: mmap.mmap, tag: int, base: int) -> int:
+    """Return the slot whose tag is `tag` in the bucket at `base`, or -1."""
+    tags = _TAGS.unpack_from(memory, base)
+    return tags.index(tag) if tag in tags else -1
+
+
+# tuple.__new__(Decision, fields) builds the NamedTuple without calling its
+# Python-level __new__, in about 0.09 µs against 0.21 µs.
+_new_tuple = tuple.__new__
 
 
 def _truncate_utf8(text: str, limit: int) -> bytes:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -297,16 +298,28 @@ def test_revoked_token_rejected_within_a_second(tmp_path: Path) -> None:
     assert second.status == 401
 
 
+def audit_records(setup: Setup, count: int) -> list[dict[str, Any]]:
+    """Return the audit records once there are `count`, or after 2 s.
+
+    Records are written once per event-loop iteration, which may come just
+    after the response reached the client.
+    """
+    path = setup.gateway.access_log_path.parent / "audit.log"
+    deadline = time.monotonic() + 2
+    lines = path.read_text().splitlines()
+    while len(lines) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+        lines = path.read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
 def test_audit_records_decisions(setup: Setup) -> None:
     token = setup.issuer.token(**claims("user-9", roles=["customer"], accounts=["acc-1001"]))
     get(setup, "/api/accounts/acc-1001", token)
     get(setup, "/api/accounts/acc-2002", token)
     get(setup, "/api/products")
     get(setup, "/api/orders")
-    records = [
-        json.loads(line)
-        for line in (setup.gateway.access_log_path.parent / "audit.log").read_text().splitlines()
-    ]
+    records = audit_records(setup, count=3)
     assert [(r["decision"], r["path"], r["status"]) for r in records] == [
         ("allow", "/api/accounts/acc-1001", 0),
         ("deny", "/api/accounts/acc-2002", 403),

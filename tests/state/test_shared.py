@@ -1,8 +1,11 @@
 """The shared-memory store: GCRA and window decisions, forked workers, eviction, bans, locks."""
 
+import logging
 import os
+import random
 import signal
 import struct
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -95,11 +98,33 @@ def test_check_rate_allowed_after_retry_after(store: SharedStore) -> None:
 
     early = store.check_rate(b"client", rate, NOW + 1.0 + denied.retry_after - 0.01)
     assert not early.allowed
-    # NOTE: near NOW a float step is 2.4e-7 s, so NOW + 1.0 + retry_after can
-    # round to just before the TAT allows, and decide tolerates only 1e-9 s.
-    # The retry waits one microsecond more.
-    later = store.check_rate(b"client", rate, NOW + 1.0 + denied.retry_after + 1e-6)
+    later = store.check_rate(b"client", rate, NOW + 1.0 + denied.retry_after)
     assert later.allowed
+
+
+RANDOM_RATES = [
+    Rate(limit=10, period=1.0, burst=1),
+    Rate(limit=3, period=10.0, burst=2),
+    Rate(limit=7, period=0.3, burst=5),
+    Rate(limit=1000, period=60.0, burst=50),
+]
+
+
+@pytest.mark.parametrize("rate", RANDOM_RATES)
+def test_check_rate_matches_decide_random(store: SharedStore, rate: Rate) -> None:
+    # check_rate writes decide out inline, so it must agree with decide on
+    # every field, for allowed and denied requests, new and known keys.
+    generator = random.Random(7)
+    tats: dict[bytes, float] = {}
+    now = NOW
+    for _ in range(2000):
+        now += generator.choice([0.0, 0.0, 1e-3, rate.interval / 3, rate.interval, 5.0])
+        key = b"client-%d" % generator.randrange(20)
+        cost = generator.choice([0, 1, 1, 1, 2, 3])
+        expected = decide(rate, tats.get(key, 0.0), now, cost)
+        if expected.allowed:
+            tats[key] = expected.tat
+        assert store.check_rate(key, rate, now, cost) == expected
 
 
 def test_check_rate_keys_are_independent(store: SharedStore) -> None:
@@ -135,16 +160,104 @@ def test_check_window_matches_decide_window(
         assert store.check_window(b"client", quota, now, cost) == expected
 
 
+@pytest.mark.parametrize(
+    "quota", [Quota(limit=5, window=10.0), Quota(limit=100, window=0.7), Quota(limit=1, window=3.0)]
+)
+def test_check_window_matches_decide_window_random(store: SharedStore, quota: Quota) -> None:
+    # check_window writes roll and decide_window out inline, so it must agree
+    # with decide_window, within a window, in the next one and after a gap.
+    generator = random.Random(11)
+    states: dict[bytes, Counts] = {}
+    now = NOW
+    for _ in range(2000):
+        now += generator.choice([0.0, 1e-3, quota.window / 7, quota.window / 2, 2.5 * quota.window])
+        key = b"client-%d" % generator.randrange(20)
+        cost = generator.choice([0, 1, 1, 2, 4])
+        expected = decide_window(quota, states.get(key, Counts(0.0, 0, 0)), now, cost)
+        if expected.allowed:
+            states[key] = expected.counts
+        assert store.check_window(key, quota, now, cost) == expected
+
+
 def test_check_window_cost_above_limit(store: SharedStore) -> None:
     decision = store.check_window(b"client", Quota(limit=2, window=60.0), NOW, cost=3)
     assert not decision.allowed
     assert decision.retry_after == 60.0
 
 
-def test_lock_released_after_error(store: SharedStore) -> None:
-    with pytest.raises(ZeroDivisionError):
-        store.check_rate(b"client", Rate(limit=0, period=1.0, burst=1), NOW)
+def lock_is_free(store: SharedStore, key: bytes) -> bool:
+    """Return whether the stripe lock of `key` is free and has no recorded owner."""
+    stripe = store._locate(key)[1] % 64
+    if store._owner(stripe) != 0:
+        return False
+    if not store._locks[stripe].acquire(False):
+        return False
+    store._locks[stripe].release()
+    return True
+
+
+def test_check_rate_releases_lock_after_error(
+    store: SharedStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A new key claims its slot while the lock is held, so the error is raised there.
+    def fail(*_args: object) -> int:
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(SharedStore, "_claim_rate_slot", fail)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        store.check_rate(b"client", Rate(limit=1, period=1.0, burst=1), NOW)
+    assert lock_is_free(store, b"client")
+
+    monkeypatch.undo()
     assert store.check_rate(b"client", Rate(limit=1, period=1.0, burst=1), NOW).allowed
+    assert lock_is_free(store, b"client")
+
+
+def test_check_window_releases_lock_after_error(
+    store: SharedStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*_args: object) -> int:
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(SharedStore, "_claim_window_slot", fail)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        store.check_window(b"client", Quota(limit=1, window=60.0), NOW)
+    assert lock_is_free(store, b"client")
+
+    monkeypatch.undo()
+    assert store.check_window(b"client", Quota(limit=1, window=60.0), NOW).allowed
+    assert lock_is_free(store, b"client")
+
+
+def test_check_rate_waits_for_held_lock() -> None:
+    # The first, non-blocking acquire fails, so check_rate waits with the
+    # lock timeout until the other holder releases.
+    store = SharedStore.create(capacity=1024, workers=1, lock_timeout=5.0)
+    stripe = store._locate(b"client")[1] % 64
+    store._locks[stripe].acquire()
+    releaser = threading.Timer(0.05, store._locks[stripe].release)
+    releaser.start()
+
+    started = time.monotonic()
+    assert store.check_rate(b"client", Rate(limit=1, period=1.0, burst=1), NOW).allowed
+    assert time.monotonic() - started >= 0.04
+    releaser.join()
+    assert lock_is_free(store, b"client")
+    store.close()
+
+
+def test_empty_key_is_stored(store: SharedStore) -> None:
+    # hash(b"") is 0, the tag of a free slot, so the empty key gets tag 1.
+    assert hash(b"") == 0
+    rate = Rate(limit=1, period=60.0, burst=1)
+    assert store.check_rate(b"", rate, NOW).allowed
+    assert not store.check_rate(b"", rate, NOW).allowed
+    assert store.stats(NOW)["rate_entries"] == 1
+
+    quota = Quota(limit=1, window=60.0)
+    assert store.check_window(b"", quota, NOW).allowed
+    assert not store.check_window(b"", quota, NOW).allowed
+    assert store.stats(NOW)["window_entries"] == 1
 
 
 def test_count_event_counts_every_event(store: SharedStore) -> None:
@@ -308,6 +421,28 @@ def test_expired_rate_entries_are_reused_without_eviction() -> None:
     store.close()
 
 
+def test_check_window_eviction_removes_first_expiry() -> None:
+    store = SharedStore.create(capacity=8, workers=1)
+    quota = Quota(limit=1, window=3600.0)
+    start = NOW - NOW % 3600.0
+    # client-0's counts are from the window before the others', so they expire first.
+    assert store.check_window(b"client-0", quota, start + 1.0).allowed
+    now = start + 3601.0
+    for index in range(1, 9):
+        assert store.check_window(b"client-%d" % index, quota, now).allowed
+
+    assert store.stats(now)["window_evictions"] == 1
+    # Remembered, client-0's previous count would deny it. Evicted, it starts afresh.
+    assert store.check_window(b"client-0", quota, now).allowed
+    # Its return evicted one of the others, which all expire together.
+    assert store.stats(now)["window_evictions"] == 2
+    denied = [
+        not store.check_window(b"client-%d" % index, quota, now).allowed for index in range(1, 9)
+    ]
+    assert sum(denied) == 7
+    store.close()
+
+
 def test_window_eviction_keeps_memory_fixed() -> None:
     store = SharedStore.create(capacity=64, workers=1)
     before = store.stats(NOW)
@@ -427,6 +562,21 @@ def test_create_checks_arguments() -> None:
         SharedStore.create(lock_timeout=0)
 
 
+def test_create_warns_about_fixed_hash_seed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    with caplog.at_level(logging.WARNING, logger="ringwall.state"):
+        SharedStore.create(capacity=8, workers=1).close()
+    assert caplog.records == []
+
+    monkeypatch.setenv("PYTHONHASHSEED", "42")
+    with caplog.at_level(logging.WARNING, logger="ringwall.state"):
+        SharedStore.create(capacity=8, workers=1).close()
+    assert len(caplog.records) == 1
+    assert "PYTHONHASHSEED is set" in caplog.records[0].getMessage()
+
+
 def test_stats_counts_entries(store: SharedStore) -> None:
     store.check_rate(b"a", Rate(limit=1, period=60.0, burst=1), NOW)
     store.check_window(b"a", Quota(limit=5, window=60.0), NOW)
@@ -498,4 +648,11 @@ def test_closed_store_raises() -> None:
     with pytest.raises(ValueError, match="closed"):
         store.check_rate(b"client", Rate(limit=1, period=1.0, burst=1), NOW)
     with pytest.raises(ValueError, match="closed"):
+        store.check_window(b"client", Quota(limit=1, window=60.0), NOW)
+    with pytest.raises(ValueError, match="closed"):
+        store.count_event(b"client", Quota(limit=1, window=60.0), NOW)
+    with pytest.raises(ValueError, match="closed"):
         store.connections_total()
+    # The lock taken before the store found itself closed is released again.
+    stripe = store._locate(b"client")[1] % 64
+    assert store._locks[stripe].acquire(False)

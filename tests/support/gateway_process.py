@@ -29,9 +29,11 @@ class Gateway:
         workers: int | None,
         env: dict[str, str] | None = None,
         name: str = "gateway",
+        log_dir: Path | None = None,
     ) -> None:
         self.port = free_port()
-        self.stderr_path = config.parent / f"{name}-stderr.log"
+        # The error log goes next to the config unless `log_dir` is given.
+        self.stderr_path = (log_dir or config.parent) / f"{name}-stderr.log"
         self.stderr = self.stderr_path.open("wb")
         self.process = subprocess.Popen(
             [
