@@ -47,7 +47,8 @@ class Exchange:
     route: CompiledRoute | None = None
     identity: Identity | None = None
     upstream_path = ""
-    # Fields added to the response, such as RateLimit; empty for most requests.
+    # Fields added to the response: the RateLimit fields of ringwall.limits.limiter,
+    # which replace the upstream's. Empty for most requests.
     response_headers: list[tuple[bytes, bytes]] | tuple[()] = ()
 
     # Response, for the access log.

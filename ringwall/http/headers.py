@@ -165,13 +165,17 @@ def read_request_headers(
 
 
 def filter_response_headers(
-    headers: list[tuple[bytes, bytes]], request_id_name: bytes = b""
+    headers: list[tuple[bytes, bytes]],
+    request_id_name: bytes = b"",
+    *,
+    drop: frozenset[bytes] = frozenset(),
 ) -> tuple[list[tuple[bytes, bytes]], bool]:
     """Drop hop-by-hop fields, those named in `Connection`, and the request id field.
 
     The gateway writes the request id itself, so an upstream's own value
     (`request_id_name`, lowercase) would be a second, conflicting one.
-    Returns the kept fields and whether a Content-Length is among them.
+    `drop` names (lowercase) further fields the gateway writes in this
+    response. Returns the kept fields and whether a Content-Length is among them.
     """
     kept = []
     named: frozenset[bytes] = frozenset()
@@ -182,7 +186,7 @@ def filter_response_headers(
             if lower == b"connection":
                 named |= connection_tokens(value)
             continue
-        if lower == request_id_name:
+        if lower == request_id_name or (drop and lower in drop):
             continue
         if lower == b"content-length":
             has_length = True

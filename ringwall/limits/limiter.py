@@ -36,6 +36,8 @@ log = logging.getLogger("ringwall.limits")
 
 Spec = Rate | Quota
 Outcome = Decision | WindowDecision
+# The response fields the limiter writes; an upstream's fields of these names are dropped.
+RATELIMIT_FIELDS = frozenset({b"ratelimit", b"ratelimit-policy"})
 
 
 class StoreUnavailable(Exception):
@@ -93,6 +95,8 @@ class CompiledLimit:
     item: bytes
     # The key's first bytes: the limit's scope and name, so limits never share a key.
     prefix: bytes
+    # The rate of a limit by client IP alone without tiers, for the limiter's fast path.
+    ip_rate: Rate | None = None
 
     @classmethod
     def compile(
@@ -117,6 +121,7 @@ class CompiledLimit:
             on_failure=config.on_store_failure or default_failure,
             item=f'"{config.name}"'.encode(),
             prefix=f"{scope}\x00{config.name}\x00".encode(),
+            ip_rate=default if isinstance(default, Rate) and config.key == _IP_ONLY else None,
         )
 
     def plan_for(self, identity: Identity | None) -> Plan:
@@ -217,12 +222,30 @@ class Limiter:
             return self._check_remote(exchange, limits, layer)
         now = self.clock()
         local = self.local
+        ip_rate = limits[0].ip_rate if len(limits) == 1 else None
+        if ip_rate is not None:
+            # The common case, one rate per client IP, without the general loop.
+            limit = limits[0]
+            key = self.keys.key(limit, exchange)
+            outcome: Outcome = local.check_rate(key, ip_rate, now)
+            if outcome.allowed:
+                state = b"%b;r=%d;t=%d" % (
+                    limit.item,
+                    outcome.remaining,
+                    _reset(outcome.reset, key),
+                )
+                fields = [(b"RateLimit-Policy", limit.default[1]), (b"RateLimit", state)]
+                if exchange.response_headers:
+                    fields = [*exchange.response_headers, *fields]
+                exchange.response_headers = fields
+                return None
+            _finish(exchange, [(limit, limit.default[1], key, outcome)], layer)
         results: list[_Result] = []
         for limit in limits:
             spec, policy = limit.plan_for(exchange.identity)
             key = self.keys.key(limit, exchange)
             if isinstance(spec, Rate):
-                outcome: Outcome = local.check_rate(key, spec, now)
+                outcome = local.check_rate(key, spec, now)
             else:
                 outcome = local.check_window(key, spec, now)
             results.append((limit, policy, key, outcome))
@@ -324,7 +347,8 @@ def _finish(exchange: Exchange, results: list[_Result], layer: str) -> None:
 
 def _reset(seconds: float, key: bytes) -> int:
     # Up to 0.1 s of jitter, fixed per key, so that clients limited at the
-    # same moment do not all see the same reset time.
+    # same moment do not all see the same reset time. The key's hash is
+    # cached on it by the store's lookup.
     return math.ceil(seconds + (hash(key) & 0xFF) * _JITTER_STEP)
 
 

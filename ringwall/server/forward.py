@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ringwall.errors import BadGateway, GatewayTimeout, Rejection, ServiceUnavailable
 from ringwall.http.headers import encode_head, filter_response_headers
+from ringwall.limits.limiter import RATELIMIT_FIELDS
 from ringwall.proxy.balancer import TargetState
 from ringwall.server.upstream import ConnectFailed, UpstreamConnection, UpstreamRuntime
 
@@ -343,7 +344,12 @@ class Forwarder:
     ) -> None:
         exchange = self.exchange
         exchange.status = status
-        kept, has_length = filter_response_headers(headers, exchange.runtime.request_id_lower)
+        added = exchange.response_headers
+        kept, has_length = filter_response_headers(
+            headers,
+            exchange.runtime.request_id_lower,
+            drop=RATELIMIT_FIELDS if added else _NOTHING,
+        )
         if status == 204 and has_length:
             kept = [(n, v) for n, v in kept if n.lower() != b"content-length"]
         body_allowed = exchange.method != "HEAD" and status not in _NO_BODY_STATUS and not upgrade
@@ -364,11 +370,9 @@ class Forwarder:
         elif exchange.version == "1.0":
             kept.append((b"Connection", b"keep-alive"))
         kept.append((exchange.runtime.request_id_header, exchange.request_id.encode("ascii")))
-        if exchange.response_headers:
-            added = {name.lower() for name, _ in exchange.response_headers}
-            # The gateway's fields replace the upstream's of the same name.
-            kept = [field for field in kept if field[0].lower() not in added]
-            kept.extend(exchange.response_headers)
+        if added:
+            # The gateway's RateLimit fields replace the upstream's.
+            kept.extend(added)
         self.head_sent = True
         self._output.append(self._head_bytes(status, reason, kept))
 
@@ -407,6 +411,9 @@ class Forwarder:
         if outcome is not Outcome.DONE:
             exchange.close = True
         self.client.forward_finished(exchange, self._failure)
+
+
+_NOTHING: frozenset[bytes] = frozenset()
 
 
 def _public_reason(timed_out: bool) -> str:
