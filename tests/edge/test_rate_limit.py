@@ -101,3 +101,42 @@ def test_edge_limit_counts_404s(upstream: RawUpstream, tmp_path: Path) -> None:
         assert response.status == 429
         assert response.json()["layer"] == "rate_limit"
         assert upstream.requests == []
+
+
+def test_spoofed_forwarded_for_does_not_change_key(upstream: RawUpstream, tmp_path: Path) -> None:
+    # No trusted proxies: X-Forwarded-For from the client is ignored for the key.
+    with running_gateway(config_text(upstream.port), tmp_path) as gateway:
+        statuses = [
+            request(
+                gateway.port,
+                b"GET /products HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.%d\r\n\r\n" % n,
+            ).status
+            for n in range(5)
+        ]
+        assert statuses == [200, 200, 200, 429, 429]
+
+
+def test_many_keys_keep_store_bounded(upstream: RawUpstream, tmp_path: Path) -> None:
+    # A store of 64 slots per table, behind a trusted proxy that sends 500 client addresses.
+    text = (
+        config_text(upstream.port)
+        .replace("\nlimits:\n", "\nlimits:\n  store: {max_keys: 64}\n")
+        .replace(
+            "  timeouts: {drain: 1s}\n",
+            "  timeouts: {drain: 1s}\n  trusted_proxies: [127.0.0.1/32]\n",
+        )
+    )
+    with running_gateway(text, tmp_path) as gateway:
+        for n in range(500):
+            response = request(
+                gateway.port,
+                b"GET /products HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.%d.%d\r\n\r\n"
+                % (n // 256, n % 256),
+            )
+            assert response.status == 200
+        runtime = gateway.worker.runtime if gateway.worker else None
+        assert runtime is not None and runtime.shared is not None
+        stats = runtime.shared.stats()
+        assert stats["rate_entries"] <= 64
+        # 500 live keys in 64 slots: the rest replaced live entries, each counted.
+        assert stats["rate_evictions"] >= 500 - 64

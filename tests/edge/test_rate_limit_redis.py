@@ -10,7 +10,7 @@ import pytest
 from tests.support.client import Response, request
 from tests.support.gateway_process import Gateway
 from tests.support.raw_upstream import RawUpstream, running_raw_upstream
-from tests.support.redis_servers import RedisProcess, running_redis
+from tests.support.redis_servers import RedisProcess, running_cluster, running_redis
 
 
 def config_text(redis_port: int, upstream_port: int) -> str:
@@ -49,9 +49,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
 
 
 @pytest.fixture
-def gateway(
-    redis_server: RedisProcess, upstream: RawUpstream, tmp_path: Path
-) -> Iterator[Gateway]:
+def gateway(redis_server: RedisProcess, upstream: RawUpstream, tmp_path: Path) -> Iterator[Gateway]:
     config = tmp_path / "ringwall.yaml"
     config.write_text(config_text(redis_server.port, upstream.port))
     process = Gateway(config, workers=2)
@@ -96,3 +94,26 @@ def test_outage_modes_and_recovery(gateway: Gateway, redis_server: RedisProcess)
     assert statuses(gateway, "/fail_closed", 6) == [200] * 5 + [429]
     assert sorted(gateway.worker_pids()) == workers
     assert gateway.log().count("the limit store is unreachable") <= 2  # once per worker
+
+
+def test_limits_exact_on_redis_cluster(upstream: RawUpstream, tmp_path: Path) -> None:
+    with running_cluster(tmp_path) as nodes:
+        seeds = ",".join(f"127.0.0.1:{node.port}" for node in nodes)
+        config = tmp_path / "ringwall.yaml"
+        text = config_text(nodes[0].port, upstream.port).replace(
+            f"redis://127.0.0.1:{nodes[0].port}", f"redis+cluster://{seeds}"
+        )
+        config.write_text(text)
+        first = Gateway(config, workers=2, name="first")
+        try:
+            second = Gateway(config, workers=2, name="second")
+            try:
+                results = [
+                    get(first if n % 2 else second, "/fail_closed").status for n in range(10)
+                ]
+            finally:
+                second.stop()
+        finally:
+            first.stop()
+    assert results.count(200) == 6
+    assert results.count(429) == 4
