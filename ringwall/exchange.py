@@ -50,6 +50,7 @@ class Exchange:
     # Fields added to the response: the RateLimit fields of ringwall.limits.limiter,
     # which replace the upstream's. Empty for most requests.
     response_headers: list[tuple[bytes, bytes]] | tuple[()] = ()
+    cors_added = False
 
     # Response, for the access log.
     close = False

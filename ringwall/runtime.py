@@ -18,6 +18,7 @@ from ringwall.config.model import AuditLogConfig, AuthConfig, Config, IssuerConf
 from ringwall.edge.bans import BanBackend, BanLayer, Bans, EmbeddedBans
 from ringwall.edge.client_ip import ClientAddressResolver
 from ringwall.edge.connections import ConnectionLimits
+from ringwall.edge.cors import CorsLayer, CorsPolicy
 from ringwall.edge.rate_limit import EdgeRateLimitLayer, RouteRateLimitLayer
 from ringwall.exchange import Exchange
 from ringwall.gateway.auditing import AuditLayer
@@ -31,6 +32,7 @@ from ringwall.gateway.body_limit import BodyLimitLayer
 from ringwall.gateway.quota import QuotaLayer
 from ringwall.gateway.revocation import RevocationList
 from ringwall.gateway.routing import Router, RoutingLayer
+from ringwall.gateway.security_headers import SecurityHeaders
 from ringwall.gateway.upstream_token import JwksEndpointLayer, UpstreamTokenSigner
 from ringwall.http.headers import GATEWAY_OWNED, canonical_name
 from ringwall.limits.limiter import CompiledLimit, KeyBuilder, Limiter
@@ -147,6 +149,14 @@ class Runtime:
                 after_routing.append(RouteRateLimitLayer(limiter, by_ip))
             if by_caller:
                 quota_layer = QuotaLayer(limiter, by_caller)
+        self.cors = {route.name: CorsPolicy(route.cors) for route in config.routes if route.cors}
+        if self.cors:
+            after_routing.append(CorsLayer(self.cors))
+        # NOTE: HSTS needs an HTTPS listener, which the gateway does not have yet.
+        self.security_headers = {
+            route.name: SecurityHeaders(route.security_headers or config.security_headers, False)
+            for route in config.routes
+        }
         after_routing += [
             # A declared body over the limit is refused before any credential
             # is checked, as nginx does with client_max_body_size.

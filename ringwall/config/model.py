@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ringwall.config.limits import LimitConfig, LimitsConfig
+from ringwall.config.response import CorsConfig, SecurityHeadersConfig
 from ringwall.config.types import ByteSize, Duration, ListenAddress, Secret, SecretValue
 
 KiB = 1024
@@ -437,6 +438,9 @@ class Route(Model):
     upstream: str
     max_body_bytes: ByteSize | None = None
     limits: tuple[LimitConfig, ...] = ()
+    cors: CorsConfig | None = None
+    # None: the gateway-wide `security_headers`.
+    security_headers: SecurityHeadersConfig | None = None
 
     @field_validator("hosts", mode="before")
     @classmethod
@@ -547,6 +551,8 @@ class Config(Model):
     routes: tuple[Route, ...] = ()
     limits: LimitsConfig = LimitsConfig()
     admin: AdminConfig | None = None
+    # Response fields added on every route that sets none of its own.
+    security_headers: SecurityHeadersConfig = SecurityHeadersConfig()
 
     @model_validator(mode="after")
     def _name_routes(self) -> Config:

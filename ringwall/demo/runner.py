@@ -21,6 +21,7 @@ from ringwall.server.supervisor import Overrides, bind_socket, serve
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "demo" / "ringwall.yaml"
 GATEWAY_KEY_FILE = "gateway-key.pem"
+DEFAULT_ADMIN_LISTEN = ("127.0.0.1", 9901)
 _BACKEND_START_SECONDS = 10.0
 
 
@@ -42,8 +43,25 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> bool:
     return False
 
 
-def _banner(gateway: str, backend_url: str, idp_url: str, state_dir: Path) -> str:
+def _admin_listen() -> str:
+    """Return the admin API address: DEMO_ADMIN_LISTEN, else 127.0.0.1:9901, else a free port."""
+    chosen = os.environ.get("DEMO_ADMIN_LISTEN")
+    if chosen:
+        return chosen
+    try:
+        bind_socket(DEFAULT_ADMIN_LISTEN).close()
+    except OSError:
+        return f"127.0.0.1:{_free_port()}"
+    return format_listen_address(DEFAULT_ADMIN_LISTEN)
+
+
+def _banner(gateway: str, backend_url: str, idp_url: str, state_dir: Path, admin: str) -> str:
     base = f"http://{gateway}"
+    bans_env = (
+        ""
+        if admin == format_listen_address(DEFAULT_ADMIN_LISTEN)
+        else (f"DEMO_ADMIN_LISTEN={admin} ")
+    )
     return f"""
 Ringwall demo
   gateway:   {base}  (config {DEMO_CONFIG})
@@ -64,6 +82,8 @@ Try:
   curl -i {base}/api/partner/rates -H "X-API-Key: $KEY"
   head -c 2000000 /dev/zero | curl -i --data-binary @- {base}/api/orders   # 413
   curl -i --path-as-is '{base}/api/../etc/passwd'               # 400
+  for i in $(seq 101); do curl -s -o /dev/null -w '%{{http_code}} ' {base}/api/products; done  # 429
+  {bans_env}ringwall bans list -c {DEMO_CONFIG}   # admin API on {admin}
 
 Run ringwall token and ringwall keys from this directory, so they use {state_dir}.
 Press Ctrl-C to stop.
@@ -123,7 +143,12 @@ def run_demo(listen: tuple[str, int], workers: int, state_dir: Path = DEFAULT_ST
         os.environ["DEMO_BACKEND_URL"] = backend_url
         os.environ["DEMO_IDP_URL"] = idp_url
         os.environ["DEMO_STATE_DIR"] = str(state_dir)
-        print(_banner(format_listen_address(listen), backend_url, idp_url, state_dir), flush=True)
+        admin = _admin_listen()
+        os.environ["DEMO_ADMIN_LISTEN"] = admin
+        print(
+            _banner(format_listen_address(listen), backend_url, idp_url, state_dir, admin),
+            flush=True,
+        )
         return serve(DEMO_CONFIG, Overrides(listen=listen, workers=workers))
     finally:
         for process in processes:

@@ -137,6 +137,9 @@ class Router:
                 continue
             if not route.methods or method in route.methods:
                 return route, params
+            if method == "OPTIONS" and route.route.cors is not None:
+                # A CORS preflight; the CORS layer answers it or refuses other OPTIONS.
+                return route, params
             allowed.update(route.methods)
         if allowed:
             raise MethodNotAllowed(

@@ -55,6 +55,7 @@ def problem_response(
         "Content-Type: application/problem+json",
         f"Content-Length: {len(body)}",
         "Cache-Control: no-store",
+        "X-Content-Type-Options: nosniff",
         f"{request_id_header}: {request_id}",
     ]
     lines.extend(f"{name}: {value}" for name, value in rejection.headers)

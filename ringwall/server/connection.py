@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from ringwall.edge.connections import ConnectionLimits
+from ringwall.edge.cors import add_response_fields
 from ringwall.errors import (
     BadRequest,
     HeaderFieldsTooLarge,
@@ -435,6 +436,10 @@ class ClientConnection(asyncio.Protocol):
         bans = exchange.runtime.bans
         if bans is not None:
             bans.observe(exchange.client_ip, rejection, exchange)
+        route = exchange.route
+        if route is not None and route.name in exchange.runtime.cors:
+            # A browser may read the refusal only with the CORS fields.
+            add_response_fields(exchange, exchange.runtime.cors[route.name])
         if self.forwarder is not None and self.forwarder.head_sent:
             exchange.close = True  # the response already started: it can only be cut off
             return
@@ -468,9 +473,14 @@ class ClientConnection(asyncio.Protocol):
         lines = [
             f"HTTP/1.1 {local.status} {reason_phrase(local.status).decode('ascii')}",
             *(f"{name}: {value}" for name, value in local.headers),
-            f"Content-Length: {len(local.body)}",
-            f"{exchange.runtime.config.server.request_id_header}: {exchange.request_id}",
+            *(
+                f"{name.decode('latin-1')}: {value.decode('latin-1')}"
+                for name, value in exchange.response_headers
+            ),
         ]
+        if local.status not in (204, 304):
+            lines.append(f"Content-Length: {len(local.body)}")
+        lines.append(f"{exchange.runtime.config.server.request_id_header}: {exchange.request_id}")
         if close:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

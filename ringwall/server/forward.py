@@ -13,6 +13,7 @@ import enum
 import logging
 from typing import TYPE_CHECKING
 
+from ringwall.edge.cors import RESPONSE_FIELD_NAMES
 from ringwall.errors import BadGateway, GatewayTimeout, Rejection, ServiceUnavailable
 from ringwall.http.headers import encode_head, filter_response_headers
 from ringwall.limits.limiter import RATELIMIT_FIELDS
@@ -345,11 +346,13 @@ class Forwarder:
         exchange = self.exchange
         exchange.status = status
         added = exchange.response_headers
+        runtime = exchange.runtime
         kept, has_length = filter_response_headers(
-            headers,
-            exchange.runtime.request_id_lower,
-            drop=RATELIMIT_FIELDS if added else _NOTHING,
+            headers, runtime.request_id_lower, drop=GATEWAY_FIELDS if added else _NOTHING
         )
+        route = exchange.route
+        if route is not None:
+            kept = runtime.security_headers[route.name].apply(status, kept)
         if status == 204 and has_length:
             kept = [(n, v) for n, v in kept if n.lower() != b"content-length"]
         body_allowed = exchange.method != "HEAD" and status not in _NO_BODY_STATUS and not upgrade
@@ -371,7 +374,7 @@ class Forwarder:
             kept.append((b"Connection", b"keep-alive"))
         kept.append((exchange.runtime.request_id_header, exchange.request_id.encode("ascii")))
         if added:
-            # The gateway's RateLimit fields replace the upstream's.
+            # The gateway's RateLimit and CORS fields replace the upstream's.
             kept.extend(added)
         self.head_sent = True
         self._output.append(self._head_bytes(status, reason, kept))
@@ -414,6 +417,8 @@ class Forwarder:
 
 
 _NOTHING: frozenset[bytes] = frozenset()
+# Fields the layers may add to a response; the upstream's copies are dropped then.
+GATEWAY_FIELDS = RATELIMIT_FIELDS | RESPONSE_FIELD_NAMES
 
 
 def _public_reason(timed_out: bool) -> str:

@@ -203,7 +203,7 @@ def test_unknown_key_no_close_match() -> None:
     issue = issue_at(issues_of("zzzzzz: 1\n"), "zzzzzz")
 
     assert "did you mean" not in issue.message
-    assert "expected one of admin, auth, limits, logging, routes, server, upstreams" in issue.message
+    assert "expected one of admin, auth, limits, logging, routes, security_headers, server, upstreams" in issue.message
 
 
 def test_unknown_key_truncated() -> None:
