@@ -70,8 +70,9 @@ def assert_problem(response_status: int, expected: int, body: dict[str, object])
         ("encoded-backslash", b"GET /a%5cb HTTP/1.1\r\nHost: app\r\n\r\n"),
         ("raw-backslash", b"GET /a\\b HTTP/1.1\r\nHost: app\r\n\r\n"),
         ("encoded-nul", b"GET /a%00b HTTP/1.1\r\nHost: app\r\n\r\n"),
-        ("dot-dot", b"GET /a/../b HTTP/1.1\r\nHost: app\r\n\r\n"),
-        ("encoded-dot-dot", b"GET /a/%2e%2e/b HTTP/1.1\r\nHost: app\r\n\r\n"),
+        ("dot-dot-above-root", b"GET /a/../../b HTTP/1.1\r\nHost: app\r\n\r\n"),
+        ("encoded-dot-dot-above-root", b"GET /%2e%2e/b HTTP/1.1\r\nHost: app\r\n\r\n"),
+        ("semicolon-dot-dot", b"GET /a/..;/b HTTP/1.1\r\nHost: app\r\n\r\n"),
         ("chunked-in-http10", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
     ],
 )
@@ -84,6 +85,15 @@ def test_ambiguous_request_rejected(
     assert response.header("X-Request-Id") == response.json()["request_id"]
     time.sleep(0.1)
     assert upstream.connections == []
+
+
+@pytest.mark.parametrize("target", [b"/a/../b", b"/a/%2e%2e/b", b"/a/./b", b"//b"])
+def test_dot_segments_resolved_before_forwarding(
+    gateway: GatewayThread, upstream: RawUpstream, target: bytes
+) -> None:
+    response = request(gateway.port, b"GET %b HTTP/1.1\r\nHost: app\r\n\r\n" % target)
+    assert response.status == 200
+    assert upstream.requests[-1].request.target in (b"/b", b"/a/b")
 
 
 def test_rejection_closes_connection(gateway: GatewayThread) -> None:

@@ -484,7 +484,7 @@ def test_access_log_record(demo_gateway: GatewayThread) -> None:
         b"POST /api/echo?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
         b"POST",
     )
-    request(demo_gateway.port, b"GET /a/%2e%2e/b HTTP/1.1\r\nHost: a\r\n\r\n")
+    request(demo_gateway.port, b"GET /a/%2e%2e/%2e%2e/b HTTP/1.1\r\nHost: a\r\n\r\n")
     ok, rejected = demo_gateway.access_records()[-2:]
     assert ok["method"] == "POST"
     assert ok["path"] == "/api/echo"
@@ -498,9 +498,9 @@ def test_access_log_record(demo_gateway: GatewayThread) -> None:
     assert ok["client_ip"] == "127.0.0.1"
     assert ok["request_id"]
     assert rejected["status"] == 400
-    assert rejected["layer"] == "protocol"
+    assert rejected["layer"] == "target"
     assert rejected["reason"]
-    assert rejected["path"] == "/a/%2e%2e/b"
+    assert rejected["path"] == "/a/%2e%2e/%2e%2e/b"
 
 
 def test_client_not_reading_is_cut_off(upstream: RawUpstream, tmp_path: Path) -> None:
