@@ -121,6 +121,11 @@ class PayloadTooLarge(Rejection):
     title = "Content Too Large"
 
 
+class UnsupportedMediaType(Rejection):
+    status = 415
+    title = "Unsupported Media Type"
+
+
 class UriTooLong(Rejection):
     status = 414
     title = "URI Too Long"

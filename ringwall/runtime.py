@@ -34,6 +34,7 @@ from ringwall.gateway.revocation import RevocationList
 from ringwall.gateway.routing import Router, RoutingLayer
 from ringwall.gateway.security_headers import SecurityHeaders
 from ringwall.gateway.upstream_token import JwksEndpointLayer, UpstreamTokenSigner
+from ringwall.gateway.validation.layer import RouteValidation, ValidationLayer
 from ringwall.http.headers import GATEWAY_OWNED, canonical_name
 from ringwall.limits.limiter import CompiledLimit, KeyBuilder, Limiter
 from ringwall.pipeline import Layer, Pipeline
@@ -162,8 +163,15 @@ class Runtime:
             # is checked, as nginx does with client_max_body_size.
             BodyLimitLayer(self.limits.max_body_bytes),
             self._authentication(config.auth, loop),
-            AuthorizationLayer(),
         ]
+        validations = {
+            route.name: RouteValidation(route.validate_)
+            for route in config.routes
+            if route.validate_ is not None
+        }
+        if validations:
+            after_routing.append(ValidationLayer(validations))
+        after_routing.append(AuthorizationLayer())
         if quota_layer is not None:
             after_routing.append(quota_layer)
         if self.audit is not None:

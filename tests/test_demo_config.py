@@ -109,7 +109,7 @@ def test_large_order_chunked(
     with RawClient(gateway.port) as client:
         client.send(
             b"POST /api/orders HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
-            b"Authorization: Bearer %b\r\n\r\n" % token
+            b"Content-Type: application/json\r\nAuthorization: Bearer %b\r\n\r\n" % token
         )
         chunk = b"%x\r\n%b\r\n" % (100_000, b"{" * 100_000)
         try:
@@ -217,3 +217,61 @@ def test_demo_bans_repeated_401(gateway: GatewayThread) -> None:
     refused = get(gateway, "/api/products")
     assert refused.status == 403
     assert refused.json()["layer"] == "ban"
+
+
+def post_order(gateway: GatewayThread, token: str, body: bytes, content_type: bytes) -> Response:
+    return request(
+        gateway.port,
+        b"POST /api/orders HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %b\r\n"
+        b"Content-Type: %b\r\nContent-Length: %d\r\n\r\n%b"
+        % (token.encode(), content_type, len(body), body),
+        b"POST",
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "detail"),
+    [
+        (b'{"product_id": "42", "quantity": 2}', b"application/json", 400, "/product_id"),
+        (
+            b'{"product_id": 42, "quantity": 2, "quantity": -1}',
+            b"application/json",
+            400,
+            "duplicate",
+        ),
+        (b"[" * 10_000 + b"]" * 10_000, b"application/json", 400, "nest"),
+        (b'{"product_id": 42, "quantity": 2}', b"text/plain", 415, "text/plain"),
+        (
+            b'{"product_id": 42, "quantity": 2}',
+            b"application/json; charset=latin-1",
+            415,
+            "charset",
+        ),
+    ],
+)
+def test_demo_order_validation(
+    gateway: GatewayThread,
+    backend: DemoBackend,
+    issuer: DemoIssuer,
+    body: bytes,
+    content_type: bytes,
+    status: int,
+    detail: str,
+) -> None:
+    customer = issuer.mint("alice", roles=("customer",))
+    response = post_order(gateway, customer, body, content_type)
+    assert response.status == status
+    assert response.json()["layer"] == "validation"
+    assert detail in response.json()["detail"]
+    assert requests_except_health(backend) == []
+
+
+def test_demo_valid_order_forwarded_byte_for_byte(
+    gateway: GatewayThread, backend: DemoBackend, issuer: DemoIssuer
+) -> None:
+    customer = issuer.mint("alice", roles=("customer",))
+    body = b'{ "product_id" : 42,\n  "quantity": 2 }'
+    response = post_order(gateway, customer, body, b"application/json")
+    assert response.status in (200, 201)
+    received = [r for r in backend.received if r.target == "/api/orders"]
+    assert received[-1].body == body

@@ -400,8 +400,9 @@ def _allowed_keys(location: tuple[Any, ...]) -> list[str]:
     annotation: Any = Config
     for part in location:
         model = _model_in(annotation)
-        if model is not None and isinstance(part, str) and part in model.model_fields:
-            annotation = model.model_fields[part].annotation
+        fields = _fields_by_key(model) if model is not None else {}
+        if isinstance(part, str) and part in fields:
+            annotation = fields[part].annotation
             continue
         origin = typing.get_origin(annotation)
         arguments = typing.get_args(annotation)
@@ -412,7 +413,12 @@ def _allowed_keys(location: tuple[Any, ...]) -> list[str]:
         else:
             return []
     model = _model_in(annotation)
-    return list(model.model_fields) if model is not None else []
+    return list(_fields_by_key(model)) if model is not None else []
+
+
+def _fields_by_key(model: type[BaseModel]) -> dict[str, Any]:
+    """Return a model's fields by the key a file uses: the alias when there is one."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 from ringwall.config.limits import LimitConfig, LimitsConfig
 from ringwall.config.response import CorsConfig, SecurityHeadersConfig
 from ringwall.config.types import ByteSize, Duration, ListenAddress, Secret, SecretValue
+from ringwall.config.validation import ValidateConfig
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -439,6 +440,7 @@ class Route(Model):
     max_body_bytes: ByteSize | None = None
     limits: tuple[LimitConfig, ...] = ()
     cors: CorsConfig | None = None
+    validate_: ValidateConfig | None = Field(None, alias="validate")
     # None: the gateway-wide `security_headers`.
     security_headers: SecurityHeadersConfig | None = None
 
@@ -516,6 +518,12 @@ class Route(Model):
                     f"limit {limit.name!r} counts per caller: the route needs auth jwt or api_key"
                 )
         params = {segment[1:-1] for segment in self.path.split("/") if segment.startswith("{")}
+        if self.validate_ is not None:
+            for name in self.validate_.path_params:
+                if name not in params:
+                    raise ValueError(
+                        f"validate.path_params: {name!r} is not a parameter of path {self.path!r}"
+                    )
         for rule in self.authorize:
             if rule.owner is not None and rule.owner.param not in params:
                 raise ValueError(

@@ -27,6 +27,7 @@ class RequestBody:
         "_resume",
         "_waiter",
         "buffered",
+        "collecting",
         "complete",
         "error",
         "limit",
@@ -41,6 +42,8 @@ class RequestBody:
         self.complete = False
         self.error: Rejection | None = None
         self.paused = False
+        # While collecting, the whole body is held, so reading is never paused.
+        self.collecting = False
         self._chunks: deque[bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._pause = pause
@@ -54,7 +57,7 @@ class RequestBody:
             )
         self._chunks.append(data)
         self.buffered += len(data)
-        if self.buffered > HIGH_WATER and not self.paused:
+        if self.buffered > HIGH_WATER and not self.paused and not self.collecting:
             self.paused = True
             self._pause()
         self._wake()
@@ -98,6 +101,31 @@ class RequestBody:
                 self._waiter = None
         if self.error is not None:
             raise self.error
+
+    async def collect(self) -> bytes:
+        """Wait for the whole body and return it; it stays queued, as one chunk, for `read`.
+
+        The body is bounded by `limit`, so holding it whole is bounded too.
+        """
+        self.collecting = True
+        if self.paused:
+            self.paused = False
+            self._resume()
+        while not self.complete:
+            if self.error is not None:
+                raise self.error
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self.error is not None:
+            raise self.error
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        if data:
+            self._chunks.append(data)
+        return data
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

@@ -1,0 +1,1 @@
+"""Request validation: strict parsing of bodies and checks against declared schemas."""

@@ -1,0 +1,467 @@
+"""Tests for ringwall.gateway.validation.json_body: strict JSON and JSON Schema checks."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ringwall.gateway.validation.json_body import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_DEPTH_LIMIT,
+    BodyInvalid,
+    JsonSchemaValidator,
+    format_pointer,
+    parse_strict_json,
+)
+
+ORDER_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["product_id", "quantity"],
+    "additionalProperties": False,
+    "properties": {
+        "product_id": {"type": "integer"},
+        "quantity": {"type": "integer", "minimum": 1},
+        "note": {"type": "string", "maxLength": 20, "pattern": "^[a-z ]*$"},
+        "email": {"type": "string", "format": "email"},
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer"}},
+            },
+        },
+    },
+}
+
+
+def rejection(body: bytes, **limits: int) -> BodyInvalid:
+    with pytest.raises(BodyInvalid) as caught:
+        parse_strict_json(body, **limits)
+    return caught.value
+
+
+def schema_rejection(document: object, schema: dict[str, Any] = ORDER_SCHEMA) -> BodyInvalid:
+    with pytest.raises(BodyInvalid) as caught:
+        JsonSchemaValidator(schema).validate(document)
+    return caught.value
+
+
+def nesting_depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((nesting_depth(member) for member in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((nesting_depth(element) for element in value), default=0)
+    return 0
+
+
+# --- valid documents --------------------------------------------------------
+
+
+def test_valid_order_parses_and_validates() -> None:
+    body = b'{"product_id": 42, "quantity": 2}'
+    document = parse_strict_json(body)
+    assert document == {"product_id": 42, "quantity": 2}
+    JsonSchemaValidator(ORDER_SCHEMA).validate(document)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"0", 0),
+        (b'"text"', "text"),
+        (b"null", None),
+        (b" \t\r\n[true, false] \n", [True, False]),
+        (b'"\\ud83d\\ude00"', "\U0001f600"),
+        (b'"\\u00e9\xc3\xa9"', "\u00e9\u00e9"),
+        (b"1e-400", 0.0),
+        (b"-0.5E+2", -50.0),
+    ],
+)
+def test_parse_accepts_standard_json(body: bytes, expected: object) -> None:
+    assert parse_strict_json(body) == expected
+
+
+# --- duplicate keys ---------------------------------------------------------
+
+
+def test_duplicate_key_in_order_rejected() -> None:
+    error = rejection(b'{"product_id": 42, "quantity": 2, "quantity": -1}')
+    assert error.reason == "duplicate key"
+    assert error.pointer == "/quantity"
+
+
+def test_escaped_duplicate_key_rejected() -> None:
+    error = rejection(b'{"a":1,"\\u0061":2}')
+    assert error.reason == "duplicate key"
+    assert error.pointer == "/a"
+
+
+def test_nested_duplicate_key_pointer() -> None:
+    error = rejection(b'{"a": {"b": [1, {"c": 1, "c": 2}]}}')
+    assert error.pointer == "/a/b/1/c"
+
+
+def test_duplicate_key_pointer_escapes_slash_and_tilde() -> None:
+    error = rejection(b'{"a/b~c": {"x": 1, "x": 2}}')
+    assert error.pointer == "/a~1b~0c/x"
+
+
+def test_duplicate_key_before_syntax_error_reported() -> None:
+    error = rejection(b'[{"a": 1, "a": 2}, x')
+    assert error.reason == "duplicate key"
+    assert error.pointer == ""
+
+
+# --- NaN, Infinity and numbers ----------------------------------------------
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_constant_rejected(constant: str) -> None:
+    error = rejection(b'{"price": [1, %s]}' % constant.encode())
+    assert error.reason == f"{constant} is not valid JSON"
+    assert error.pointer == "/price/1"
+
+
+@pytest.mark.parametrize("literal", [str(INT64_MAX), str(INT64_MIN), "-1", "1000000000000000000"])
+def test_int64_bounds_accepted(literal: str) -> None:
+    assert parse_strict_json(literal.encode()) == int(literal)
+
+
+@pytest.mark.parametrize(
+    "literal", [str(INT64_MAX + 1), str(INT64_MIN - 1), "1" * 25, "9" * 5000, "-" + "9" * 5000]
+)
+def test_integer_outside_int64_rejected(literal: str) -> None:
+    error = rejection(b'{"n": %s}' % literal.encode())
+    assert error.reason == "integer outside the signed 64-bit range"
+    assert error.pointer == "/n"
+
+
+def test_long_digit_run_in_string_accepted() -> None:
+    body = b'{"card": "41111111111111111111111", "n": 5}'
+    assert parse_strict_json(body) == {"card": "41111111111111111111111", "n": 5}
+
+
+@pytest.mark.parametrize("literal", ["1e400", "-1e400", "1" * 400 + ".0", "1E+0000309"])
+def test_float_overflow_rejected(literal: str) -> None:
+    error = rejection(b"[%s]" % literal.encode())
+    assert error.reason == "number too large for a 64-bit float"
+    assert error.pointer == "/0"
+
+
+# --- encoding ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "offset"),
+    [
+        (b'{"a": "\xff"}', 7),
+        (b'{"a": "\xc0\xaf"}', 7),  # overlong encoding of "/"
+        (b'{"a": "\xed\xa0\x80"}', 7),  # UTF-8 encoded surrogate U+D800
+        (b'{"a": "\xe2\x82"}', 7),  # truncated sequence
+    ],
+)
+def test_invalid_utf8_rejected(body: bytes, offset: int) -> None:
+    error = rejection(body)
+    assert error.reason == f"invalid UTF-8 at byte {offset}"
+    assert error.pointer == ""
+
+
+def test_utf8_bom_rejected() -> None:
+    error = rejection(b"\xef\xbb\xbf{}")
+    assert "byte order mark" in error.reason
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        (b'["ok", "\\ud800"]', "/1"),
+        (b'{"a": "x\\udfffy"}', "/a"),
+        (b'{"a": "\\ude00\\ud83d"}', "/a"),
+    ],
+)
+def test_lone_surrogate_escape_rejected(body: bytes, pointer: str) -> None:
+    error = rejection(body)
+    assert error.reason == "string contains a lone surrogate"
+    assert error.pointer == pointer
+
+
+def test_lone_surrogate_in_key_rejected() -> None:
+    error = rejection(b'{"\\udc00": 1}')
+    assert error.reason == "key contains a lone surrogate"
+    assert error.pointer == "/\\udc00"
+
+
+def test_escaped_backslash_before_ud_accepted() -> None:
+    assert parse_strict_json(b'["\\\\ud800"]') == ["\\ud800"]
+
+
+# --- nesting depth ----------------------------------------------------------
+
+
+def test_deeply_nested_array_rejected_fast() -> None:
+    body = b"[" * 10_000 + b"]" * 10_000
+    started = time.perf_counter()
+    error = rejection(body)
+    elapsed = time.perf_counter() - started
+    assert error.reason == "JSON nesting deeper than 64 levels"
+    assert elapsed < 1.0
+
+
+def test_deeply_nested_object_rejected_fast() -> None:
+    body = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
+    started = time.perf_counter()
+    error = rejection(body)
+    elapsed = time.perf_counter() - started
+    assert error.reason == "JSON nesting deeper than 64 levels"
+    assert elapsed < 1.0
+
+
+def test_unclosed_million_brackets_rejected() -> None:
+    error = rejection(b"[" * 1_000_000)
+    assert error.reason == "JSON nesting deeper than 64 levels"
+
+
+def test_depth_limit_is_inclusive() -> None:
+    assert nesting_depth(parse_strict_json(b"[" * 64 + b"]" * 64)) == 64
+    error = rejection(b"[" * 65 + b"]" * 65)
+    assert error.reason == "JSON nesting deeper than 64 levels"
+
+
+def test_brackets_inside_strings_not_counted() -> None:
+    body = b'{"a": "[[[[{{{{", "b": ["\\"[[[", "\\\\", "]]]"]}'
+    assert parse_strict_json(body, max_depth=2) == {
+        "a": "[[[[{{{{",
+        "b": ['"[[[', "\\", "]]]"],
+    }
+
+
+def test_closers_inside_strings_cannot_hide_depth() -> None:
+    body = b'[["]]]]"], [[["x"]]]]'
+    error = rejection(body, max_depth=3)
+    assert error.reason == "JSON nesting deeper than 3 levels"
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.text(alphabet='[]{}"\\ab', max_size=6),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(st.text(alphabet='[]{}"\\', max_size=3), children, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
+def test_depth_limit_matches_real_depth(document: object) -> None:
+    body = json.dumps(document).encode()
+    if nesting_depth(document) <= 3:
+        assert parse_strict_json(body, max_depth=3) == document
+    else:
+        assert "nesting deeper" in rejection(body, max_depth=3).reason
+
+
+# --- member counts ----------------------------------------------------------
+
+
+def test_array_over_member_limit_rejected() -> None:
+    body = json.dumps({"items": [[1, 2, 3], [1, 2, 3, 4]]}).encode()
+    error = rejection(body, max_members=3)
+    assert error.reason == "array has more than 3 elements"
+    assert error.pointer == "/items/1"
+
+
+def test_object_over_member_limit_rejected() -> None:
+    body = json.dumps({"a": {"w": 1, "x": 2, "y": 3, "z": 4}}).encode()
+    error = rejection(body, max_members=3)
+    assert error.reason == "object has more than 3 members"
+    assert error.pointer == "/a"
+
+
+def test_member_limit_is_inclusive() -> None:
+    body = json.dumps([[1, 2, 3], {"x": 1, "y": 2, "z": 3}]).encode()
+    assert parse_strict_json(body, max_members=3) == [[1, 2, 3], {"x": 1, "y": 2, "z": 3}]
+
+
+def test_default_member_limit_rejects_large_array() -> None:
+    body = b"[" + b"0," * 10_000 + b"0]"
+    error = rejection(body)
+    assert error.reason == "array has more than 10000 elements"
+    assert error.pointer == ""
+
+
+# --- syntax -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "invalid JSON: expecting value at byte 0"),
+        (b"  ", "invalid JSON: expecting value at byte 2"),
+        (b"[1] x", "invalid JSON: extra data at byte 4"),
+        (b" {}{}", "invalid JSON: extra data at byte 3"),
+        (b"1 2", "invalid JSON: extra data at byte 2"),
+        (b"[1,]", "invalid JSON: expecting value at byte 3"),
+        (b'{"a" 1}', "invalid JSON: expecting ':' delimiter at byte 5"),
+        (b'["\xc3\xa9", x]', "invalid JSON: expecting value at byte 7"),
+        (b'["abc', "invalid JSON: unterminated string starting at byte 1"),
+        (b"[01]", "invalid JSON: expecting ',' delimiter at byte 2"),
+        (b'["a\x01"]', "invalid JSON: invalid control character at byte 3"),
+    ],
+)
+def test_syntax_error_rejected(body: bytes, reason: str) -> None:
+    error = rejection(body)
+    assert error.reason == reason
+    assert error.pointer == ""
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"max_depth": 0}, {"max_depth": MAX_DEPTH_LIMIT + 1}, {"max_members": 0}],
+)
+def test_parse_rejects_bad_limits(limits: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        parse_strict_json(b"[]", **limits)
+
+
+@settings(derandomize=True, max_examples=500, deadline=None)
+@given(st.binary(max_size=200))
+def test_parse_returns_or_raises_body_invalid(body: bytes) -> None:
+    try:
+        parse_strict_json(body, max_depth=4, max_members=8)
+    except BodyInvalid as error:
+        assert error.reason
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=INT64_MIN, max_value=INT64_MAX)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(derandomize=True, max_examples=500, deadline=None)
+@given(JSON_VALUES, st.booleans())
+def test_generated_documents_round_trip(document: object, ensure_ascii: bool) -> None:
+    body = json.dumps(document, ensure_ascii=ensure_ascii).encode("utf-8")
+    parsed = parse_strict_json(body)
+    assert parsed == document
+    # Equality alone treats 1 and 1.0 as equal, so compare the types too.
+    assert json.dumps(parsed) == json.dumps(document)
+
+
+# --- pointers ---------------------------------------------------------------
+
+
+def test_pointer_escapes_untrusted_tokens() -> None:
+    assert format_pointer(("a/b", "m~n", 3)) == "/a~1b/m~0n/3"
+    assert format_pointer(("line\nbreak",)) == "/line\\x0abreak"
+    assert format_pointer(("\u00e9",)) == "/\\xe9"
+    long_token = format_pointer(("k" * 100,))
+    assert long_token == "/" + "k" * 32 + "..."
+
+
+# --- schema validation ------------------------------------------------------
+
+
+def test_string_product_id_rejected_with_pointer() -> None:
+    error = schema_rejection(parse_strict_json(b'{"product_id": "42", "quantity": 2}'))
+    assert error.pointer == "/product_id"
+    assert error.reason == "expected integer, got string"
+
+
+@pytest.mark.parametrize(
+    ("document", "pointer", "reason"),
+    [
+        ({"product_id": 1, "quantity": 0}, "/quantity", "must be >= 1"),
+        ({"product_id": 1}, "", 'missing required property "quantity"'),
+        ({"product_id": 1, "quantity": 1, "coupon": "x"}, "/coupon", "unexpected property"),
+        (
+            {"product_id": 1, "quantity": 1, "note": "ABC"},
+            "/note",
+            "does not match the pattern ^[a-z ]*$",
+        ),
+        (
+            {"product_id": 1, "quantity": 1, "note": "a" * 21},
+            "/note",
+            "must be at most 20 characters long",
+        ),
+        ({"product_id": 1, "quantity": 1, "email": "nope"}, "/email", "not a valid email"),
+        (
+            {"product_id": 1, "quantity": 1, "items": [{"sku": "a"}, {"quantity": "2"}]},
+            "/items/1/quantity",
+            "expected integer, got string",
+        ),
+        ([], "", "expected object, got array"),
+    ],
+)
+def test_schema_violation_reported(document: object, pointer: str, reason: str) -> None:
+    error = schema_rejection(document)
+    assert error.pointer == pointer
+    assert error.reason == reason
+
+
+def test_schema_reason_never_quotes_value() -> None:
+    secret = "hunter2-secret-value"
+    for document in (
+        {"product_id": secret, "quantity": 1},
+        {"product_id": 1, "quantity": 1, "note": secret},
+        {"product_id": 1, "quantity": 1, "email": secret},
+    ):
+        error = schema_rejection(document)
+        assert secret not in error.reason
+        assert secret not in str(error)
+
+
+def test_false_additional_properties_without_properties() -> None:
+    error = schema_rejection({"x": 1}, {"type": "object", "additionalProperties": False})
+    assert error.reason == "unexpected property"
+    assert error.pointer == ""
+
+
+def test_unexpected_key_in_pointer_is_escaped() -> None:
+    error = schema_rejection({"product_id": 1, "quantity": 1, "\x1b[31m": 1})
+    assert error.pointer == "/\\x1b[31m"
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ({"type": "integr"}, "invalid JSON Schema at /type"),
+        ({"properties": {"a": {"minimum": "x"}}}, "invalid JSON Schema at /properties/a/minimum"),
+        ({"pattern": "(?=a)b"}, "invalid JSON Schema at /pattern"),
+        ({"$ref": "https://schemas.example/order.json"}, "invalid JSON Schema at /"),
+        ({"$ref": "#/$defs/missing"}, "invalid JSON Schema"),
+        ({"$schema": "http://json-schema.org/draft-07/schema#"}, "unsupported $schema"),
+        ({"enum": {1, 2}}, "invalid JSON Schema"),
+    ],
+)
+def test_invalid_schema_rejected_at_load(schema: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match="^" + message.replace("$", r"\$")):
+        JsonSchemaValidator(schema)
+
+
+def test_schema_must_be_object() -> None:
+    not_a_schema: Any = [{"type": "object"}]
+    with pytest.raises(ValueError, match="must be an object"):
+        JsonSchemaValidator(not_a_schema)
+
+
+def test_backtracking_pattern_runs_in_linear_time() -> None:
+    validator = JsonSchemaValidator({"type": "string", "pattern": "^(a+)+$"})
+    started = time.perf_counter()
+    with pytest.raises(BodyInvalid):
+        validator.validate("a" * 5_000 + "!")
+    assert time.perf_counter() - started < 1.0
