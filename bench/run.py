@@ -61,6 +61,7 @@ from report import (
     verdict,
     write_results,
 )
+from validated import write_post_config, write_post_script
 from wrk_output import WrkOutputError, WrkResult, parse_wrk_output
 
 SYSTEMS = (
@@ -71,6 +72,8 @@ SYSTEMS = (
     "ringwall-auth",
     "ringwall-limited",
     "ringwall-limited-redis",
+    "ringwall-post",
+    "ringwall-validated",
 )
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RINGWALL_BIN = REPO_ROOT / ".venv" / "bin" / "ringwall"
@@ -134,6 +137,8 @@ class Launch:
     headers: Mapping[str, str] = field(default_factory=lambda: REQUEST_HEADERS)
     rejection_checks: tuple[RejectionCheck, ...] = ()
     setup: dict[str, Any] | None = None
+    # A wrk Lua script, for requests other than GET /.
+    script: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -278,7 +283,11 @@ def probe_request(port: int, headers: Mapping[str, str] = REQUEST_HEADERS) -> Pr
 
 
 def wrk_command(
-    settings: Settings, port: int, duration_s: int, request_headers: Mapping[str, str]
+    settings: Settings,
+    port: int,
+    duration_s: int,
+    request_headers: Mapping[str, str],
+    script: Path | None = None,
 ) -> list[str]:
     headers: list[str] = []
     for name, value in request_headers.items():
@@ -290,6 +299,7 @@ def wrk_command(
         f"-d{duration_s}s",
         "--latency",
         *headers,
+        *(["-s", str(script)] if script is not None else []),
         f"http://{LOOPBACK}:{port}/",
     ]
     return pinned(settings.load_cpu, command)
@@ -300,9 +310,10 @@ def run_wrk(
     port: int,
     duration_s: int,
     headers: Mapping[str, str] = REQUEST_HEADERS,
+    script: Path | None = None,
 ) -> tuple[WrkResult, list[str]]:
     """Run wrk against loopback `port` and return the parsed report and the command."""
-    command = wrk_command(settings, port, duration_s, headers)
+    command = wrk_command(settings, port, duration_s, headers, script)
     process = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
@@ -454,6 +465,14 @@ def launch_proxy(bench: Bench, name: str, port: int) -> Launch:
         return launch_ringwall(bench, port)
     if name == "ringwall-auth":
         return launch_ringwall_auth(bench, port)
+    if name in ("ringwall-post", "ringwall-validated"):
+        config = write_post_config(bench.prefix, validated=name == "ringwall-validated")
+        launch = launch_ringwall(bench, port, config)
+        if launch.skip_reason:
+            return launch
+        return Launch(
+            command=launch.command, env=launch.env, script=write_post_script(bench.prefix)
+        )
     if name in ("ringwall-limited", "ringwall-limited-redis"):
         store = "redis" if name.endswith("redis") else "embedded"
         return launch_ringwall(bench, port, write_limited_config(bench.prefix, store))
@@ -512,10 +531,10 @@ def _measure_running_proxy(
 ) -> SystemResult:
     settings = bench.settings
     if settings.warmup_s:
-        run_wrk(settings, port, settings.warmup_s, launch.headers)
+        run_wrk(settings, port, settings.warmup_s, launch.headers, launch.script)
 
     cpu_before = tree_cpu_seconds(process.pid)
-    wrk, command = run_wrk(settings, port, settings.duration_s, launch.headers)
+    wrk, command = run_wrk(settings, port, settings.duration_s, launch.headers, launch.script)
     cpu_after = tree_cpu_seconds(process.pid)
 
     result = SystemResult(
