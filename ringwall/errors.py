@@ -136,6 +136,11 @@ class HeaderFieldsTooLarge(Rejection):
     title = "Request Header Fields Too Large"
 
 
+class MisdirectedRequest(Rejection):
+    status = 421
+    title = "Misdirected Request"
+
+
 class TooManyRequests(Rejection):
     status = 429
     title = "Too Many Requests"

@@ -31,7 +31,7 @@ from ringwall.gateway.authorization import AuthorizationLayer
 from ringwall.gateway.body_limit import BodyLimitLayer
 from ringwall.gateway.quota import QuotaLayer
 from ringwall.gateway.revocation import RevocationList
-from ringwall.gateway.routing import Router, RoutingLayer
+from ringwall.gateway.routing import Router, RoutingLayer, host_matcher
 from ringwall.gateway.security_headers import SecurityHeaders
 from ringwall.gateway.upstream_token import JwksEndpointLayer, UpstreamTokenSigner
 from ringwall.gateway.validation.layer import RouteValidation, ValidationLayer
@@ -87,6 +87,8 @@ class Runtime:
             # The upstream never needs the key, under any spelling of its name.
             owned.add(canonical_name(config.auth.api_keys.header.encode("ascii")))
         self.owned_headers = GATEWAY_OWNED | owned
+        self.reject_header_name_variants = server.reject_header_name_variants
+        self.served_hosts = host_matcher(server.hosts)
         self.client_addresses = ClientAddressResolver(server.trusted_proxies)
         self.router = Router(config.routes)
         # The body limit before a request's route is known: the largest any route allows.

@@ -81,6 +81,11 @@ class ServerConfig(Model):
     workers: Annotated[int | Literal["auto"], BeforeValidator(_parse_workers)] = "auto"
     trusted_proxies: tuple[IPNetwork, ...] = ()
     request_id_header: str = "X-Request-Id"
+    # Header names with "_" or "." get 400 (true), or are forwarded unless they
+    # spell a gateway-owned or hop-by-hop field (false), as nginx and Envoy allow.
+    reject_header_name_variants: bool = True
+    # Host names the gateway serves (exact or "*.example.test"); others get 421. Empty: any.
+    hosts: tuple[str, ...] = ()
     limits: ClientLimits = ClientLimits()
     timeouts: ClientTimeouts = ClientTimeouts()
 
@@ -96,6 +101,15 @@ class ServerConfig(Model):
             except ValueError as exc:
                 raise ValueError(f"invalid IP address or CIDR range {entry!r}") from exc
         return tuple(networks)
+
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _normalize_server_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ValueError("expected a list of host names such as [api.example.test]")
+        return tuple(normalize_host_pattern(str(host)) for host in value)
 
     @field_validator("request_id_header")
     @classmethod

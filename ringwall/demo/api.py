@@ -9,6 +9,8 @@ import math
 import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -231,6 +233,7 @@ class DemoApi:
 
         return (
             route(r"/health", "GET", self._health),
+            route(r"/openapi\.json", "GET", self._openapi_document),
             route(r"/api/products", "GET", self._list_products),
             route(r"/api/products/(?P<id>[^/]+)", "GET", self._get_product),
             route(r"/api/orders", "GET POST", self._orders),
@@ -264,6 +267,9 @@ class DemoApi:
 
     async def _health(self, call: _Call) -> Outcome:
         return json_reply(200, {"status": "ok"})
+
+    async def _openapi_document(self, call: _Call) -> Outcome:
+        return conditional_json_reply(call.request, openapi_document())
 
     async def _list_products(self, call: _Call) -> Outcome:
         return conditional_json_reply(call.request, {"products": list(data.PRODUCTS)})
@@ -350,6 +356,17 @@ class DemoApi:
                 return error_reply(error.status, str(error))
             upgrade_headers = (("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"))
             return error_reply(426, str(error), upgrade_headers)
+
+
+def openapi_document() -> dict[str, Any]:
+    """Return a fresh copy of the demo API's OpenAPI 3.1 document, ringwall/demo/openapi.json."""
+    document: dict[str, Any] = json.loads(_openapi_text())
+    return document
+
+
+@cache
+def _openapi_text() -> str:
+    return resources.files("ringwall.demo").joinpath("openapi.json").read_text(encoding="utf-8")
 
 
 def _method_allowed(method: str, allowed: frozenset[str] | None) -> bool:

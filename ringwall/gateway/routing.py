@@ -9,6 +9,7 @@ listed first. A path that matches only routes for other methods gets 405.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ringwall.config.model import Route
@@ -220,3 +221,21 @@ def upgrade_allowed(value: bytes, route: CompiledRoute) -> bool:
     """Return True if the first protocol in an Upgrade value is one the route allows."""
     first = value.split(b",", 1)[0].strip().split(b"/", 1)[0].lower()
     return first.decode("ascii", "replace") in route.route.upgrades
+
+
+def host_matcher(patterns: tuple[str, ...]) -> Callable[[str], bool] | None:
+    """Return a test for normalized host names against exact names and "*.suffix" patterns.
+
+    None when `patterns` is empty: every host is served.
+    """
+    if not patterns:
+        return None
+    exact = frozenset(pattern for pattern in patterns if not pattern.startswith("*."))
+    suffixes = tuple(pattern[1:] for pattern in patterns if pattern.startswith("*."))
+
+    def matches(host: str) -> bool:
+        return host in exact or any(
+            host.endswith(suffix) and len(host) > len(suffix) for suffix in suffixes
+        )
+
+    return matches

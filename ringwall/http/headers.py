@@ -73,10 +73,12 @@ class RequestHeaders:
         "authorization_at",
         "chunked",
         "content_length",
+        "content_types",
         "expect",
         "forward",
         "forwarded_for",
         "hosts",
+        "odd_name",
         "request_id",
         "upgrade",
     )
@@ -93,6 +95,9 @@ class RequestHeaders:
         # Authorization values, and the index in `forward` of the last one.
         self.authorization: list[bytes] = []
         self.authorization_at = -1
+        # How many Content-Type fields, and the first name with "_" or "." (b"" if none).
+        self.content_types = 0
+        self.odd_name = b""
 
 
 # Fields the gateway reads itself; none of them is forwarded as received.
@@ -146,6 +151,8 @@ def read_request_headers(
         if lower in HopByHop:
             continue
         if b"_" in lower or b"." in lower:
+            if not found.odd_name:
+                found.odd_name = name
             # A variant spelling of a field the gateway reads or owns, such as
             # Transfer_Encoding, is dropped: a backend may read it as the real one.
             canonical = lower.translate(_SPELLING_VARIANTS)
@@ -158,6 +165,8 @@ def read_request_headers(
         if lower == b"authorization":
             found.authorization.append(value)
             found.authorization_at = len(forward)
+        elif lower == b"content-type":
+            found.content_types += 1
         forward.append((name, value))
     if named:
         found.forward = [(n, v) for n, v in forward if n.lower() not in named]

@@ -30,10 +30,12 @@ from ringwall.errors import (
     HeaderFieldsTooLarge,
     LocalResponse,
     MethodNotAllowed,
+    MisdirectedRequest,
     Rejection,
     RequestTimeout,
     UriTooLong,
     VersionNotSupported,
+    excerpt,
 )
 from ringwall.exchange import Exchange
 from ringwall.gateway.auditing import record_denial
@@ -313,6 +315,14 @@ class ClientConnection(asyncio.Protocol):
 
         self._identify_client(exchange, found)
         self._check_framing(exchange, found)
+        if found.odd_name and runtime.reject_header_name_variants:
+            raise BadRequest(
+                LAYER, f"header name {excerpt(found.odd_name, 40)} contains '_' or '.'"
+            )
+        if len(found.authorization) > 1:
+            raise BadRequest(LAYER, "more than one Authorization header")
+        if found.content_types > 1:
+            raise BadRequest(LAYER, "more than one Content-Type header")
 
         hosts = found.hosts
         if hosts:
@@ -320,6 +330,8 @@ class ClientConnection(asyncio.Protocol):
                 raise BadRequest(LAYER, "more than one Host header", close=True)
             exchange.host_header = hosts[0]
             exchange.host = normalize_host(hosts[0])
+            if runtime.served_hosts is not None and not runtime.served_hosts(exchange.host):
+                raise MisdirectedRequest(LAYER, "this gateway does not serve that host")
         elif exchange.version == "1.1":
             raise BadRequest(LAYER, "the Host header is missing", close=True)
         exchange.path, exchange.query = split_target(exchange.target)

@@ -6,11 +6,12 @@ upstream received nothing.
 
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.support.client import RawClient, request
-from tests.support.gateway_thread import GatewayThread
+from tests.support.gateway_thread import GatewayThread, proxy_config, running_gateway
 from tests.support.raw_upstream import RawUpstream
 
 GET = b"GET / HTTP/1.1\r\nHost: app\r\n\r\n"
@@ -351,3 +352,17 @@ def test_framing_error_logs_method(gateway: GatewayThread) -> None:
         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     )
     assert gateway.access_records()[-1]["method"] == "POST"
+
+
+def test_unserved_host_gets_421(upstream: RawUpstream, tmp_path: Path) -> None:
+    server = "  timeouts: {drain: 1s}\n  hosts: [api.example.test, '*.apps.example.test']"
+    with running_gateway(proxy_config(upstream.port, server=server), tmp_path) as gateway:
+        for host, status in (
+            (b"api.example.test", 200),
+            (b"API.Example.Test.:80", 200),
+            (b"one.apps.example.test", 200),
+            (b"apps.example.test", 421),
+            (b"evil.test", 421),
+        ):
+            response = request(gateway.port, b"GET / HTTP/1.1\r\nHost: %b\r\n\r\n" % host)
+            assert response.status == status, host
