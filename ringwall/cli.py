@@ -12,6 +12,7 @@ from ringwall.config.load import load_config
 from ringwall.config.types import parse_listen_address
 from ringwall.errors import ConfigError
 from ringwall.keys_cli import add_keys_parser, run_keys
+from ringwall.openapi_cli import add_openapi_parser, run_import_openapi
 from ringwall.revoke_cli import add_revoke_parser, run_revoke
 from ringwall.token_cli import add_token_parser, run_token
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_token_parser(commands)
     add_revoke_parser(commands)
     add_bans_parser(commands)
+    add_openapi_parser(commands)
 
     demo = commands.add_parser("demo", help="run the demo backend with the gateway in front of it")
     demo.add_argument(
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_revoke(arguments)
     if arguments.command == "bans":
         return run_bans(arguments)
+    if arguments.command == "import-openapi":
+        return run_import_openapi(arguments)
     if arguments.command == "run":
         from ringwall.server.supervisor import Overrides, serve
 

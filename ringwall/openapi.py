@@ -20,8 +20,8 @@ operation:
 
 Query parameters that the document does not declare get 400 unless
 `additional_query` is true. A GET operation also gets HEAD unless the path
-item declares its own `head` operation, because HTTP servers answer HEAD
-wherever they answer GET (RFC 9110, section 9.3.2).
+item declares its own `head` operation, because a HEAD request is a GET
+without the response body and servers accept it wherever they accept GET.
 
 Errors and warnings name the JSON pointer (RFC 6901) of the value, written
 as a URI fragment such as `#/paths/~1orders/post/requestBody`.
@@ -64,8 +64,8 @@ _DIALECTS = frozenset({_DRAFT_2020_12, _DRAFT_2020_12 + "#", _OPENAPI_31_DIALECT
 _PARAM_NAME = re.compile(r"[A-Za-z0-9_.~-]{1,128}")
 _MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _MAX_PARAM_LENGTH = 65536
-# OpenAPI says header parameters with these names are ignored (3.0.3 and 3.1.0,
-# Parameter Object, "name").
+# OpenAPI 3.0.3 and 3.1.0 (Parameter Object, field `name`) ignore header
+# parameters with these names.
 _IGNORED_HEADERS = frozenset({"accept", "content-type", "authorization"})
 # The `${NAME}` references that the configuration loader replaces in every string.
 _ENV_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}")
@@ -115,7 +115,7 @@ _SUBSCHEMA_LIST_KEYWORDS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
 _SUBSCHEMA_MAP_KEYWORDS = frozenset({"properties", "patternProperties", "dependentSchemas"})
 # Schema keywords that a parameter check has no field for.
 _UNCHECKED_PARAM_KEYWORDS = ("minLength", "multipleOf", "allOf", "anyOf", "oneOf", "not")
-# Formats that only say how large a number is.
+# Formats that only give the size of a number.
 _NUMBER_FORMATS = frozenset({"int32", "int64", "float", "double"})
 
 
@@ -123,8 +123,8 @@ class OpenApiError(RingwallError):
     """An OpenAPI document that cannot be converted.
 
     `pointer` is the JSON pointer of the offending value ("" for the whole
-    document). `reason` says what is wrong and never quotes more than a
-    short, escaped excerpt of the document.
+    document). `reason` describes the problem and quotes at most a short,
+    escaped excerpt of the document.
     """
 
     def __init__(self, pointer: str, reason: str) -> None:
@@ -135,7 +135,7 @@ class OpenApiError(RingwallError):
 
 @dataclass(frozen=True)
 class ConversionWarning:
-    """A part of the document that the routes check less strictly than it says, or skip."""
+    """A part of the document that the routes check less strictly than it declares, or skip."""
 
     pointer: str
     message: str
@@ -155,7 +155,7 @@ class OpenApiImport:
 def routes_from_openapi(
     spec: Mapping[str, Any], *, upstream: str, auth: AuthMethod = "jwt"
 ) -> list[dict[str, Any]]:
-    """Convert `spec` into route mappings; see `import_openapi` for the details and errors."""
+    """Convert `spec` into route mappings, as `import_openapi` does, without the warnings."""
     return import_openapi(spec, upstream=upstream, auth=auth).routes
 
 
@@ -174,14 +174,32 @@ def import_openapi(
     the path of the `servers` URLs when they all have the same one.
     Raises OpenApiError, naming the JSON pointer, for a document that is not
     OpenAPI 3.0 or 3.1, that is malformed where the conversion reads it, or
-    that has a `$ref` to another document.
+    that has a `$ref` to another document. Raises ValueError for a
+    `base_path` that does not start with /.
     """
     if base_path and not base_path.startswith("/"):
         raise ValueError(f"invalid base path {base_path!r}: expected a path such as /v1")
     if not isinstance(spec, Mapping):
         raise OpenApiError("", "expected an OpenAPI document: a JSON object or a YAML mapping")
     importer = _Importer(spec, _check_version(spec), upstream, auth, additional_query)
-    return importer.run(base_path)
+    try:
+        return importer.run(base_path)
+    except RecursionError:
+        raise OpenApiError("", "the document is nested too deeply to convert") from None
+
+
+def json_schema_at(spec: Mapping[str, Any], pointer: str) -> dict[str, Any]:
+    """Return the schema at `pointer` in `spec` as a self-contained JSON Schema (draft 2020-12).
+
+    The schema is converted as a request body's is, with its `$ref`s inlined.
+    Raises OpenApiError for a document or schema that cannot be converted.
+    """
+    importer = _Importer(spec, _check_version(spec), "", "none", additional_query=True)
+    try:
+        schema = importer.value_at(pointer)
+    except LookupError:
+        raise OpenApiError(pointer, "not found in the document") from None
+    return _SchemaConverter(importer).convert(schema, pointer)
 
 
 def format_pointer(pointer: str) -> str:
@@ -279,7 +297,7 @@ class _Importer:
             raise OpenApiError(
                 ref_pointer,
                 f"$ref {excerpt(ref)} refers to another document: only references inside this "
-                "document, such as #/components/schemas/Order, are supported; bundle the "
+                "document, such as #/components/schemas/Order, are supported. Bundle the "
                 "document into one file first",
             )
         target = unquote(ref[1:])
@@ -289,16 +307,25 @@ class _Importer:
                 f"$ref {excerpt(ref)} names an anchor: only JSON pointers such as "
                 "#/components/schemas/Order are supported",
             )
+        try:
+            return self.value_at(target), target
+        except LookupError:
+            raise OpenApiError(
+                ref_pointer, f"$ref {excerpt(ref)}: not found in the document"
+            ) from None
+
+    def value_at(self, pointer: str) -> Any:
+        """Return the value at a JSON pointer in the document, or raise LookupError."""
         value: Any = self.spec
-        for token in target.split("/")[1:]:
+        for token in pointer.split("/")[1:]:
             key = token.replace("~1", "/").replace("~0", "~")
             if isinstance(value, Mapping) and key in value:
                 value = value[key]
             elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
                 value = value[int(key)]
             else:
-                raise OpenApiError(ref_pointer, f"$ref {excerpt(ref)}: not found in the document")
-        return value, target
+                raise LookupError(pointer)
+        return value
 
     def dereference(self, value: Any, pointer: str) -> tuple[Any, str]:
         """Follow the `$ref`s of a parameter, request body or path item to the object itself."""
@@ -330,7 +357,7 @@ class _Importer:
                 self.warn(
                     pointer,
                     "the URL is relative to the document's location, so its path is unknown: "
-                    "no base path applied; set one with --base-path",
+                    "no base path applied. Set one with --base-path",
                 )
                 return ""
             bases.add(base)
@@ -339,7 +366,7 @@ class _Importer:
             self.warn(
                 "/servers",
                 f"the servers have different paths ({excerpt(listed, 200)}): no base path "
-                "applied; set one with --base-path",
+                "applied. Set one with --base-path",
             )
             return ""
         return bases.pop() if bases else ""
@@ -427,7 +454,7 @@ class _Importer:
             raise OpenApiError(
                 pointer,
                 f"the route would contain {excerpt(reference)}, which the configuration loader "
-                "replaces with an environment variable; change the pattern or value",
+                "replaces with an environment variable. Change the pattern or value",
             )
         try:
             Route.model_validate(route)
@@ -510,12 +537,12 @@ class _Importer:
         # A path parameter is always present once the route's template matches.
         required = param["in"] != "path" and param.get("required") is True
         spec: dict[str, Any] = {"required": True} if required else {}
+        if param["in"] == "path" and param.get("style") in ("matrix", "label"):
+            self.warn(pointer, f"parameter {name} has style {param['style']}: not checked")
+            return spec
         if "schema" not in param:
             if "content" in param:
                 self.warn(pointer, f"parameter {name} has content: only its length is checked")
-            return spec
-        if param["in"] == "path" and param.get("style") in ("matrix", "label"):
-            self.warn(pointer, f"parameter {name} has style {param['style']}: not checked")
             return spec
 
         schema, schema_pointer = self.dereference(param["schema"], join_pointer(pointer, "schema"))
@@ -677,18 +704,20 @@ class _Importer:
                 json_media.append((media_type, media, media_pointer))
 
         block: dict[str, Any] = {}
-        if any_type:
+        if any_type or not content_types:
             if json_media:
                 self.warn(
                     content_pointer,
                     "the body may have any media type, so it is not checked as JSON",
                 )
-        else:
-            block["content_types"] = content_types
-            if charsets - {"utf-8"}:
-                block["charsets"] = ["utf-8", *sorted(charsets - {"utf-8"})]
-            if json_media:
-                block["json"] = self._json_block(json_media, content_types, content_pointer)
+            # NOTE: the validation layer checks body_required only on a route with
+            # content_types, so a body of any media type is never required.
+            return block
+        block["content_types"] = content_types
+        if charsets - {"utf-8"}:
+            block["charsets"] = ["utf-8", *sorted(charsets - {"utf-8"})]
+        if json_media:
+            block["json"] = self._json_block(json_media, content_types, content_pointer)
         if body.get("required") is True:
             block["body_required"] = True
         return block
@@ -739,9 +768,9 @@ class _SchemaConverter:
       (the same for the maximum).
     - Keywords next to a `$ref` are ignored.
 
-    For both versions, a property that is `readOnly` is removed from
-    `required`, because OpenAPI says that a request need not send it, and
-    annotations and OpenAPI-only keywords (`example`, `xml`, `x-*`) are dropped.
+    For both versions, a `readOnly` property is removed from `required`,
+    because OpenAPI 3.0.3 applies `required` to it in responses only.
+    Annotations and OpenAPI-only keywords (`example`, `xml`, `x-*`) are dropped.
     """
 
     def __init__(self, importer: _Importer) -> None:
@@ -761,7 +790,7 @@ class _SchemaConverter:
         return result
 
     def _convert(self, node: Any, pointer: str, stack: tuple[str, ...]) -> Any:
-        """Convert the schema `node`; `stack` lists the `$ref` targets being copied around it."""
+        """Convert the schema `node`. `stack` lists the `$ref` targets being copied around it."""
         self.nodes += 1
         if self.nodes > MAX_SCHEMA_NODES:
             raise OpenApiError(
@@ -801,8 +830,8 @@ class _SchemaConverter:
             if ignored:
                 self.importer.warn(
                     pointer,
-                    f"{', '.join(ignored)} next to $ref ignored, as OpenAPI 3.0 specifies; "
-                    "wrap the $ref in allOf to apply them",
+                    f"{', '.join(ignored)} next to $ref ignored, as OpenAPI 3.0 specifies. "
+                    "Wrap the $ref in allOf to apply them",
                 )
             return inlined
         extra = self._convert_keywords(siblings, pointer, stack)
@@ -897,13 +926,13 @@ class _SchemaConverter:
 
 
 def python_pattern(pattern: str) -> str:
-    """Rewrite an ECMA-262 regular expression so that Python's `re.search` reads it the same way.
+    """Rewrite an ECMA-262 regular expression for Python's `re.search`, as a parameter check needs.
 
     OpenAPI patterns are ECMA-262 expressions, matched anywhere in the value.
-    Two differences matter for a check: Python's `$` also matches before a
-    final newline, so `$` becomes `\\Z`, and Python's `\\d`, `\\w` and `\\b`
-    match non-ASCII digits and letters, so a pattern with a class escape gets
-    the ASCII flag, which also narrows `\\s` to ASCII whitespace.
+    Two differences matter for a check. Python's `$` also matches before a
+    final newline, so `$` becomes `\\Z`. Python's `\\d`, `\\w` and `\\b` match
+    non-ASCII digits and letters, so a pattern with a class escape gets the
+    ASCII flag, which also narrows `\\s` to ASCII whitespace.
     NOTE: other differences remain, such as `.` matching `\\r`, which ECMA-262
     excludes. Syntax that Python does not know, such as `\\p{L}`, fails to compile.
     """
@@ -942,7 +971,7 @@ def _check_parameter(param: Any, pointer: str) -> None:
 
 
 def _param_text(value: object) -> str | None:
-    """Return an enum value as a parameter's text, such as "true" for True; None for null."""
+    """Return an enum value as a parameter's text, such as "true" for True, or None for null."""
     if value is None or isinstance(value, dict | list):
         return None
     if isinstance(value, bool):
@@ -1012,13 +1041,13 @@ def _drop_read_only_required(schema: dict[str, Any]) -> None:
     required = schema.get("required")
     if not isinstance(properties, dict) or not isinstance(required, list):
         return
-    kept = [
+    required_in_requests = [
         name
         for name in required
         if not (isinstance(properties.get(name), dict) and properties[name].get("readOnly") is True)
     ]
-    if len(kept) < len(required):
-        schema["required"] = kept
+    if len(required_in_requests) < len(required):
+        schema["required"] = required_in_requests
 
 
 def _slug(text: str) -> str:
@@ -1030,9 +1059,12 @@ def _find_env_reference(value: Any) -> str | None:
     if isinstance(value, str):
         match = _ENV_REFERENCE.search(value)
         return match.group(0) if match else None
-    children = (
-        value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    )
+    if isinstance(value, dict):
+        children = list(value.values())
+    elif isinstance(value, list):
+        children = value
+    else:
+        return None
     for child in children:
         found = _find_env_reference(child)
         if found is not None:

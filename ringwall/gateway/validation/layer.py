@@ -132,7 +132,14 @@ class RouteValidation:
             _check_param("query parameter", param, found[0] if found else None)
 
     def needs_body(self, exchange: Exchange) -> bool:
-        return self.json is not None and exchange.has_body
+        """Return whether the request has a JSON body to read and check."""
+        if self.json is None or not exchange.has_body:
+            return False
+        values = exchange.header_values(b"content-type")
+        if not values:
+            return not self.content_types  # no declared types: the body must be JSON
+        media_type, _ = parse_content_type(values[0])
+        return media_type == "application/json" or media_type.endswith("+json")
 
     async def check_body(self, exchange: Exchange) -> None:
         """Read the whole body, check it as strict JSON against the schema, keep it to forward."""
