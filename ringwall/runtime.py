@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ringwall.audit import AuditLog, JsonLinesAuditSink
 from ringwall.config.model import AuditLogConfig, AuthConfig, Config, IssuerConfig
-from ringwall.edge.bans import BanBackend, BanLayer, Bans, EmbeddedBans
+from ringwall.edge.bans import BanBackend, Bans, EmbeddedBans
 from ringwall.edge.client_ip import ClientAddressResolver
 from ringwall.edge.connections import ConnectionLimits
 from ringwall.edge.cors import CorsLayer, CorsPolicy
@@ -121,10 +121,8 @@ class Runtime:
         self._redis: RedisClient | None = None
         limiter = self._limiter(config, loop)
         self.connection_limits = self._connection_limits(config, worker_index)
+        # Checked at accept and before the layers (see ClientConnection).
         self.bans = self._bans(config, loop)
-        if self.bans is not None and config.server.trusted_proxies:
-            # Behind a proxy the client is known only from the request head.
-            before_routing.append(BanLayer(self.bans))
         after_routing: list[Layer] = []
         quota_layer: QuotaLayer | None = None
         if limiter is not None:

@@ -7,6 +7,7 @@ use a sliding-window counter and suit long windows such as a day.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Annotated, Literal
 
@@ -156,12 +157,22 @@ class StoreConfig(_Model):
     key_prefix: str = "ringwall:"
     on_failure: StoreFailure = "local_fallback"
     instances: Count = Field(1, ge=1, le=1000)
-    max_keys: Count = Field(65536, ge=64, le=16_777_216)
+    max_keys: Count = Field(65536, ge=64, le=1_048_576)
 
     @model_validator(mode="after")
     def _check(self) -> StoreConfig:
         if self.kind == "redis" and not self.url:
             raise ValueError("kind redis needs url, such as redis://127.0.0.1:6379")
+        if self.kind == "redis" and self.url:
+            # Imported here: the client module is needed only with Redis.
+            from ringwall.state.redis_client import RedisClient
+
+            if self.ca_file is not None and not os.path.isfile(self.ca_file):
+                raise ValueError(f"ca_file: {self.ca_file} is not a readable file")
+            try:
+                RedisClient.from_url(self.url, timeout=self.timeout, ca_file=self.ca_file)
+            except ValueError as exc:
+                raise ValueError(f"url: {exc}") from None
         if self.kind == "embedded" and self.url:
             raise ValueError("url is for kind redis: set kind: redis or remove url")
         return self

@@ -220,18 +220,3 @@ class Bans:
             )
         )
 
-
-class BanLayer:
-    """Refuse a banned client known from the request head (behind a trusted proxy)."""
-
-    name = LAYER
-
-    def __init__(self, bans: Bans) -> None:
-        self.bans = bans
-
-    def check_head(self, exchange: Exchange) -> None:
-        if exchange.client_ip == exchange.peer_ip:
-            return  # checked at accept
-        rejection = self.bans.check(exchange.client_ip)
-        if rejection is not None:
-            raise rejection

@@ -55,6 +55,10 @@ def _parse(text: str) -> IPAddress | None:
         text = text[1 : text.index("]")]  # "[v6]:port"
     elif text.count(":") == 1:
         text = text.split(":", 1)[0]  # "v4:port"
+    if "%" in text:
+        # A zone id (fe80::1%eth0) names an interface of the sender, not a
+        # client; it would also make one client into many keys.
+        text = text.split("%", 1)[0]
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

@@ -151,7 +151,10 @@ class KeyBuilder:
 
     def client(self, address: str) -> str:
         """Return the client IP as counted: IPv6 addresses grouped by the configured prefix."""
-        if ":" not in address or self.ipv6_prefix >= 128:
+        if ":" not in address:
+            return address
+        address = address.split("%", 1)[0]  # no zone id in a key
+        if self.ipv6_prefix >= 128:
             return address
         try:
             network = ipaddress.IPv6Network(f"{address}/{self.ipv6_prefix}", strict=False)

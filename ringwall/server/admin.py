@@ -28,6 +28,7 @@ from urllib.parse import unquote
 import h11
 
 from ringwall.config.types import parse_duration
+from ringwall.errors import RingwallError
 
 if TYPE_CHECKING:
     from ringwall.edge.bans import BanEntry, Bans
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("ringwall.admin")
 
 MAX_BODY_BYTES = 4096
+# An admin connection idle this long is closed, and each worker keeps at most
+# MAX_CONNECTIONS open, so the admin port cannot hold the worker's descriptors.
+IDLE_SECONDS = 10.0
+MAX_CONNECTIONS = 32
 MAX_BAN_SECONDS = 366 * 86400.0
 ADMIN_SUBJECT = "admin-api"
 _T = TypeVar("_T")
@@ -59,9 +64,32 @@ class AdminConnection(asyncio.Protocol):
         self.busy = False
         self._request: h11.Request | None = None
         self._body = b""
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.worker.admin_connections += 1
+        if self.worker.admin_connections > MAX_CONNECTIONS:
+            log.warning(
+                "admin connection refused: too many open",
+                extra={"layer": "admin", "open": self.worker.admin_connections},
+            )
+            self.transport.abort()
+            return
+        self._timer = self.worker.loop.call_later(IDLE_SECONDS, self._idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.worker.admin_connections -= 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _idle(self) -> None:
+        self._timer = None
+        if self.busy:
+            self._timer = self.worker.loop.call_later(IDLE_SECONDS, self._idle)
+            return
+        self._close()
 
     def data_received(self, data: bytes) -> None:
         self.connection.receive_data(data)
@@ -114,6 +142,18 @@ class AdminConnection(asyncio.Protocol):
                 problem.status,
                 "application/problem+json",
                 {"title": problem.title, "status": problem.status, "detail": problem.detail},
+            )
+        except RingwallError as exc:
+            # The state store (Redis) is unreachable or refused the command.
+            log.error("admin request failed: %s", exc, extra={"layer": "admin"})
+            self._send(
+                503,
+                "application/problem+json",
+                {
+                    "title": "Service Unavailable",
+                    "status": 503,
+                    "detail": "the state store cannot be reached; try again",
+                },
             )
         except Exception:
             log.exception("admin request failed with an internal error")

@@ -62,6 +62,8 @@ _METHOD_NAMES = {
 }
 # Once this many requests are waiting behind the active one, stop reading.
 _MAX_QUEUED = 8
+# Seconds between ban lookups for the requests of one keep-alive connection.
+BAN_RECHECK = 0.5
 
 
 class ClientConnection(asyncio.Protocol):
@@ -94,6 +96,8 @@ class ClientConnection(asyncio.Protocol):
         self._upgrade_leftover = b""
         # What counted this connection at accept, to count it closed again.
         self._counted: tuple[ConnectionLimits, bytes] | None = None
+        # Loop time after which a keep-alive client's ban is looked up again.
+        self._ban_recheck = 0.0
 
     # -- asyncio.Protocol --
 
@@ -105,11 +109,15 @@ class ClientConnection(asyncio.Protocol):
         # A new connection gets the head deadline for its first request.
         self.idle_deadline = self.loop.time() + self.worker.runtime.timeouts.head
         runtime = self.worker.runtime
+        if runtime.client_addresses.is_trusted(self.peer_ip):
+            # A trusted proxy carries many clients: each is checked per request.
+            return
         if runtime.bans is not None:
             refusal = runtime.bans.check(self.peer_ip)
             if refusal is not None:
                 self._refuse_connection(refusal)
                 return
+            self._ban_recheck = self.loop.time() + BAN_RECHECK
         limits = runtime.connection_limits
         if limits is not None:
             key, rejection = limits.admit(self.peer_ip)
@@ -375,12 +383,32 @@ class ClientConnection(asyncio.Protocol):
         while self.queue and self.active is None and not self.closing:
             self._start(self.queue.popleft())
 
+    def _check_ban(self, exchange: Exchange) -> None:
+        """Refuse a banned client on a connection opened before its ban.
+
+        A direct client is checked again at most every BAN_RECHECK seconds per
+        connection; each request a trusted proxy forwards is checked.
+        """
+        bans = exchange.runtime.bans
+        assert bans is not None
+        proxied = exchange.client_ip != self.peer_ip
+        now = self.loop.time()
+        if not proxied and now < self._ban_recheck:
+            return
+        if not proxied:
+            self._ban_recheck = now + BAN_RECHECK
+        refusal = bans.check(exchange.client_ip)
+        if refusal is not None:
+            raise refusal
+
     def _start(self, exchange: Exchange) -> None:
         """Run the layers on `exchange`, then forward it or send its rejection."""
         self.active = exchange
         try:
             if exchange.rejection is not None:
                 raise exchange.rejection
+            if exchange.runtime.bans is not None:
+                self._check_ban(exchange)
             pending = exchange.runtime.pipeline.check_head(exchange)
         except Rejection as rejection:
             self._reject(exchange, rejection)
@@ -388,6 +416,14 @@ class ClientConnection(asyncio.Protocol):
             return
         except LocalResponse as local:
             self._respond_locally(exchange, local)
+            self._finish(exchange)
+            return
+        except Exception:
+            log.exception(
+                "request check failed with an internal error",
+                extra={"request_id": exchange.request_id},
+            )
+            self._reject(exchange, _InternalError("proxy", "internal error", close=True))
             self._finish(exchange)
             return
         if pending is None and not exchange.has_body and exchange.upgrade is None:

@@ -25,7 +25,7 @@ from ringwall.config.model import Config
 from ringwall.errors import ConfigError
 from ringwall.logs import configure_error_log
 from ringwall.server.worker import run_worker, send_config
-from ringwall.state.shared import SharedStore
+from ringwall.state.shared import SharedStore, StoreError
 
 log = logging.getLogger("ringwall.supervisor")
 
@@ -247,8 +247,15 @@ class Supervisor:
         index = self.indexes.pop(pid, None)
         if index is None or self.shared is None:
             return
-        self.shared.clear_worker(index)
+        # Locks first: the dead worker may hold one that clearing needs.
         self.shared.recover_locks(pid)
+        try:
+            self.shared.clear_worker(index)
+        except StoreError as exc:
+            log.error(
+                "cannot clear the connection counts of an exited worker",
+                extra={"pid": pid, "error": str(exc)},
+            )
 
 
 def _signal(pid: int, signum: int) -> None:

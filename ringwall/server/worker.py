@@ -45,6 +45,7 @@ class Worker:
         self.access_log = AccessLog(loop, config.logging)
         self.server: asyncio.Server | None = None
         self.admin_server: asyncio.Server | None = None
+        self.admin_connections = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopped = loop.create_future()
         loop.set_exception_handler(self._log_loop_error)

@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,9 @@ from typing import Any
 import pytest
 
 from ringwall.cli import main
-from tests.support.client import request
+from ringwall.server import admin as admin_api
+from ringwall.server.connection import BAN_RECHECK
+from tests.support.client import RawClient, request
 from tests.support.gateway_thread import GatewayThread, running_gateway
 from tests.support.raw_upstream import RawUpstream, running_raw_upstream
 
@@ -153,3 +156,63 @@ def test_bans_command_adds_lists_and_removes(
     assert "banned 127.0.0.1 for 300 s" in output
     assert "127.0.0.1\t" in output
     assert "lifted the ban of 127.0.0.1" in output
+
+
+def test_ban_reaches_open_keep_alive_connection(gateway: GatewayThread) -> None:
+    with RawClient(gateway.port) as client:
+        client.send(b"GET /public HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert client.response().status == 200
+        status, _ = admin(gateway, "PUT", "/bans/127.0.0.1", {"duration": "1m"})
+        assert status == 200
+        time.sleep(BAN_RECHECK + 0.1)
+        client.send(b"GET /public HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert client.response().status == 403
+    admin(gateway, "DELETE", "/bans/127.0.0.1")
+
+
+def test_trusted_proxy_not_banned(upstream: RawUpstream, tmp_path: Path) -> None:
+    text = config_text(upstream.port).replace(
+        "  timeouts: {drain: 1s}\n", "  timeouts: {drain: 1s}\n  trusted_proxies: [127.0.0.1/32]\n"
+    )
+    with running_gateway(text, tmp_path) as gateway:
+        for _ in range(4):
+            response = request(
+                gateway.port,
+                b"GET /private HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n",
+            )
+            assert response.status == 401
+        banned = request(
+            gateway.port,
+            b"GET /public HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n",
+        )
+        assert banned.status == 403
+        other = request(
+            gateway.port,
+            b"GET /public HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 198.51.100.8\r\n\r\n",
+        )
+        assert other.status == 200
+        _, listed = admin(gateway, "GET", "/bans")
+        assert [ban["client"] for ban in listed["bans"]] == ["198.51.100.7"]
+
+
+def test_zone_id_in_forwarded_address_is_dropped(upstream: RawUpstream, tmp_path: Path) -> None:
+    text = config_text(upstream.port).replace(
+        "  timeouts: {drain: 1s}\n", "  timeouts: {drain: 1s}\n  trusted_proxies: [127.0.0.1/32]\n"
+    )
+    with running_gateway(text, tmp_path) as gateway:
+        for zone in (b"a" * 70, b"\xe9"):
+            response = request(
+                gateway.port,
+                b"GET /private HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: fe80::1%%%b\r\n\r\n" % zone,
+            )
+            assert response.status == 401
+
+
+def test_idle_admin_connection_closed(
+    gateway: GatewayThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(admin_api, "IDLE_SECONDS", 0.3)
+    with socket.create_connection(("127.0.0.1", gateway.admin_port), timeout=5) as sock:
+        started = time.monotonic()
+        assert sock.recv(1) == b""
+        assert time.monotonic() - started < 2
