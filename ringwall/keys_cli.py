@@ -73,7 +73,11 @@ def add_keys_parser(
         metavar="SCOPE",
         help="scope granted to the key (repeat the option for several)",
     )
-    create.add_argument("--plan", help="plan name, for per-plan rate limits")
+    create.add_argument(
+        "--plan",
+        help="plan name, recorded with the key; rate limit tiers match roles and scopes, "
+        "so give the key a scope such as plan:gold for a tier",
+    )
     create.add_argument(
         "--expires-in",
         type=parse_key_lifetime,

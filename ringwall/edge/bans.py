@@ -210,13 +210,18 @@ class Bans:
         )
         self.record("ban.added", entry.client, f"rule {rule.name}, level {entry.level}")
 
-    def record(self, action: str, client: str, reason: str, subject: str | None = None) -> None:
-        """Write an audit record of a ban or unban."""
+    def record(self, action: str, client: str, reason: str, subject: str | None = None) -> bool:
+        """Write an audit record of a ban or unban.
+
+        Returns False when the record was not stored and the audit log's
+        `on_failure` is `reject`: the caller must then not make the change.
+        """
         if self.audit is None:
-            return
-        self.audit.record(
+            return True
+        stored = self.audit.record(
             AuditRecord.command_action(
                 time=self.clock(), action=action, target=client, subject=subject, reason=reason
             )
         )
+        return stored or not self.audit.reject_on_failure
 

@@ -162,7 +162,13 @@ class KeyBuilder:
             return address
         return str(network)
 
-    def key(self, limit: CompiledLimit, exchange: Exchange) -> bytes:
+    def key(self, limit: CompiledLimit, exchange: Exchange) -> bytes | None:
+        """Return the limit's key for `exchange`, or None when the caller lacks a part of it.
+
+        A caller without a subject or API key id (anonymous, or a token on a
+        limit keyed by API key) is not counted by that limit, so callers of
+        another kind never share one bucket.
+        """
         parts = limit.parts
         if parts == _IP_ONLY:
             return limit.prefix + self.client(exchange.client_ip).encode("ascii")
@@ -175,11 +181,14 @@ class KeyBuilder:
                 values.append(route.name if route is not None else "")
             elif part == "subject":
                 identity = exchange.identity
-                values.append(identity.subject if identity is not None else "")
+                if identity is None:
+                    return None
+                values.append(identity.subject)
             elif part == "api_key":
                 identity = exchange.identity
-                key_id = identity.key_id if identity and identity.method == "api_key" else None
-                values.append(key_id or "")
+                if identity is None or identity.method != "api_key" or not identity.key_id:
+                    return None
+                values.append(identity.key_id)
             else:
                 wanted = part[len("header:") :].lower().encode("ascii")
                 found = exchange.header_values(wanted)
@@ -230,6 +239,7 @@ class Limiter:
             # The common case, one rate per client IP, without the general loop.
             limit = limits[0]
             key = self.keys.key(limit, exchange)
+            assert key is not None  # an IP is always known
             outcome: Outcome = local.check_rate(key, ip_rate, now)
             if outcome.allowed:
                 state = b"%b;r=%d;t=%d" % (
@@ -247,6 +257,8 @@ class Limiter:
         for limit in limits:
             spec, policy = limit.plan_for(exchange.identity)
             key = self.keys.key(limit, exchange)
+            if key is None:
+                continue
             if isinstance(spec, Rate):
                 outcome = local.check_rate(key, spec, now)
             else:
@@ -266,6 +278,8 @@ class Limiter:
         for limit in limits:
             spec, policy = limit.plan_for(exchange.identity)
             key = self.keys.key(limit, exchange)
+            if key is None:
+                continue
             try:
                 if isinstance(spec, Rate):
                     outcome: Outcome = await remote.check_rate(key, spec)
@@ -321,11 +335,11 @@ def _finish(exchange: Exchange, results: list[_Result], layer: str) -> None:
         return
     if len(results) == 1:
         limit, policies, key, outcome = results[0]
-        states = b"%b;r=%d;t=%d" % (limit.item, outcome.remaining, _reset(outcome.reset, key))
+        states = b"%b;r=%d;t=%d" % (limit.item, outcome.remaining, _state_reset(outcome, key))
     else:
         policies = b", ".join(policy for _, policy, _, _ in results)
         states = b", ".join(
-            b"%b;r=%d;t=%d" % (limit.item, outcome.remaining, _reset(outcome.reset, key))
+            b"%b;r=%d;t=%d" % (limit.item, outcome.remaining, _state_reset(outcome, key))
             for limit, _, key, outcome in results
         )
         limit, _, _, outcome = results[-1]
@@ -346,6 +360,11 @@ def _finish(exchange: Exchange, results: list[_Result], layer: str) -> None:
         exchange.response_headers = [*exchange.response_headers, *fields]
     else:
         exchange.response_headers = fields
+
+
+def _state_reset(outcome: Outcome, key: bytes) -> int:
+    """Return the `t` of a RateLimit item: never before the request would be allowed."""
+    return _reset(max(outcome.reset, outcome.retry_after), key)
 
 
 def _reset(seconds: float, key: bytes) -> int:

@@ -210,18 +210,22 @@ class AdminConnection(asyncio.Protocol):
             reason = str(document.get("reason", "banned by an administrator"))[:64]
         except (ValueError, UnicodeDecodeError) as exc:
             raise _Problem(400, "Bad Request", f"invalid ban request: {exc}") from None
-        if not 0 < seconds <= MAX_BAN_SECONDS:
-            raise _Problem(400, "Bad Request", "duration: expected more than 0 s, at most 366 days")
+        if not 1 <= seconds <= MAX_BAN_SECONDS:
+            raise _Problem(400, "Bad Request", "duration: expected from 1 s to 366 days")
+        if not bans.record("ban.added", client, reason, subject=ADMIN_SUBJECT):
+            raise _Problem(503, "Service Unavailable", "the audit record could not be written")
         entry = await _resolve(bans.backend.add(client, seconds, reason, bans.clock()))
-        bans.record("ban.added", client, reason, subject=ADMIN_SUBJECT)
         log.warning("client banned by the admin API", extra={"layer": "ban", "client": client})
         return 200, {"ban": _entry_json(entry)}
 
     async def _unban(self, bans: Bans, client: str) -> tuple[int, dict[str, Any]]:
+        if not bans.record(
+            "ban.removed", client, "lifted by an administrator", subject=ADMIN_SUBJECT
+        ):
+            raise _Problem(503, "Service Unavailable", "the audit record could not be written")
         removed = await _resolve(bans.backend.remove(client))
         if not removed:
             raise _Problem(404, "Not Found", f"{client} is not banned")
-        bans.record("ban.removed", client, "lifted by an administrator", subject=ADMIN_SUBJECT)
         log.warning("ban lifted by the admin API", extra={"layer": "ban", "client": client})
         return 200, {"removed": client}
 
@@ -254,10 +258,17 @@ def _authorized(request: h11.Request, token: str) -> bool:
 
 
 def _client(bans: Bans, text: str) -> str:
+    """Return the ban key of `text`: an IP address, or a network exactly as `GET /bans` lists it."""
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
-        raise _Problem(400, "Bad Request", "expected a client IP address") from None
+        try:
+            network = ipaddress.ip_network(text, strict=True)
+        except ValueError:
+            raise _Problem(400, "Bad Request", "expected a client IP address") from None
+        return str(network)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     return bans.client(str(address))
 
 

@@ -89,8 +89,7 @@ class Supervisor:
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
         self._file_stamp = self._stamp()
-        # NOTE: the store's size is read at start; a reload that changes
-        # limits.store.max_keys takes effect at the next restart.
+        # The store's size is read at start; reload warns about a change.
         self.shared = SharedStore.create(self.config.limits.store.max_keys, workers=MAX_WORKERS)
         for _ in range(self.config.server.worker_count()):
             self._spawn()
@@ -157,6 +156,12 @@ class Supervisor:
             return False
         if new_config.server.listen != self.config.server.listen:
             log.warning("a new listen address takes effect only after a restart")
+        old_admin = self.config.admin.listen if self.config.admin else None
+        new_admin = new_config.admin.listen if new_config.admin else None
+        if new_admin != old_admin:
+            log.warning("a change to admin.listen takes effect only after a restart")
+        if new_config.limits.store.max_keys != self.config.limits.store.max_keys:
+            log.warning("a change to limits.store.max_keys takes effect only after a restart")
         try:
             configure_error_log(new_config.logging)
         except OSError as exc:

@@ -24,11 +24,17 @@ from ringwall.state.redis_client import RedisClient, RedisReplyError, RedisUnava
 log = logging.getLogger("ringwall.bans")
 
 POLL_SECONDS = 0.5
+# The whole list is read again only when its version changed, or this often.
+FULL_READ_SECONDS = 30.0
+# Automatic bans stop being added past this many entries, so an attacker with
+# many addresses cannot make every worker's poll arbitrarily expensive.
+MAX_ENTRIES = 100_000
 
 # Count one rejection in the rule's sliding window (the same estimate as
 # ringwall.limits.window), and ban when the count passes the threshold.
-# KEYS: counter hash, ban list hash. ARGV: window, threshold, ban seconds,
-# max ban seconds, client, rule name. Returns nil, or {until, level}.
+# KEYS: counter hash, ban list hash, version counter. ARGV: window,
+# threshold, ban seconds, max ban seconds, client, rule name, max entries.
+# Returns nil, or {until, level}.
 _COUNT = Script(
     """
 local t = redis.call('TIME')
@@ -56,10 +62,12 @@ if previous then
   if tonumber(until_) > now then return nil end
   if tonumber(level_until) > now then level = tonumber(prev_level) + 1 end
 end
+if not previous and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[7]) then return nil end
 local seconds = math.min(tonumber(ARGV[3]) * 2 ^ math.min(level, 40), tonumber(ARGV[4]))
 local until_ = now + seconds
 redis.call('HSET', KEYS[2], ARGV[5], string.format('%.6f %d %.6f %s', until_, level,
   until_ + tonumber(ARGV[4]), ARGV[6]))
+redis.call('INCR', KEYS[3])
 return {string.format('%.6f', until_), level}
 """
 )
@@ -100,6 +108,9 @@ class RedisBans:
     ) -> None:
         self.client = client
         self.list_key = f"{prefix}{{bans}}:list".encode()
+        self.version_key = f"{prefix}{{bans}}:version".encode()
+        self._version: bytes | None = None
+        self._full_read_at = 0.0
         self.prefix = prefix
         self.clock = clock
         self._active: dict[str, float] = {}
@@ -124,8 +135,16 @@ class RedisBans:
         try:
             reply = await self.client.evalsha(
                 _COUNT,
-                [counter, self.list_key],
-                [rule.window, rule.threshold, rule.ban, rule.max_ban, client, rule.name],
+                [counter, self.list_key, self.version_key],
+                [
+                    rule.window,
+                    rule.threshold,
+                    rule.ban,
+                    rule.max_ban,
+                    client,
+                    rule.name,
+                    MAX_ENTRIES,
+                ],
             )
         except (RedisUnavailable, RedisReplyError) as exc:
             self._failed(exc)
@@ -140,11 +159,13 @@ class RedisBans:
         until = now + seconds
         value = f"{until:.6f} 0 {until:.6f} {reason}"
         await self.client.execute(b"HSET", self.list_key, client, value)
+        await self.client.execute(b"INCR", self.version_key)
         self._active[client] = until
         return BanEntry(client, until, 0, reason)
 
     async def remove(self, client: str) -> bool:
         removed = await self.client.execute(b"HDEL", self.list_key, client)
+        await self.client.execute(b"INCR", self.version_key)
         self._active.pop(client, None)
         return removed == 1
 
@@ -155,19 +176,29 @@ class RedisBans:
     async def _poll(self) -> None:
         while True:
             try:
-                await self.client.evalsha(_PRUNE, [self.list_key], [])
-                reply = await self.client.execute(b"HGETALL", self.list_key)
+                await self._refresh()
             except (RedisUnavailable, RedisReplyError) as exc:
                 self._failed(exc)
             else:
-                now = self.clock()
-                self._active = {
-                    entry.client: entry.until for entry, _ in _parse_all(reply) if entry.until > now
-                }
                 if self._failing:
                     self._failing = False
                     log.warning("the ban list in Redis is reachable again")
             await asyncio.sleep(POLL_SECONDS)
+
+    async def _refresh(self) -> None:
+        """Copy the bans in force, when the list changed or a full read is due."""
+        version = await self.client.execute(b"GET", self.version_key)
+        now = self.clock()
+        if version == self._version and now - self._full_read_at < FULL_READ_SECONDS:
+            return
+        await self.client.evalsha(_PRUNE, [self.list_key], [])
+        reply = await self.client.execute(b"HGETALL", self.list_key)
+        now = self.clock()
+        self._active = {
+            entry.client: entry.until for entry, _ in _parse_all(reply) if entry.until > now
+        }
+        self._version = version if isinstance(version, bytes) else None
+        self._full_read_at = now
 
     def _failed(self, exc: Exception) -> None:
         if not self._failing:

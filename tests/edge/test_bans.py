@@ -216,3 +216,22 @@ def test_idle_admin_connection_closed(
         started = time.monotonic()
         assert sock.recv(1) == b""
         assert time.monotonic() - started < 2
+
+
+def test_admin_maps_ipv4_in_ipv6(gateway: GatewayThread) -> None:
+    status, body = admin(gateway, "PUT", "/bans/::ffff:10.9.9.9", {"duration": "1m"})
+    assert status == 200
+    assert body["ban"]["client"] == "10.9.9.9"
+    assert admin(gateway, "DELETE", "/bans/10.9.9.9")[0] == 200
+
+
+def test_admin_removes_listed_network(gateway: GatewayThread) -> None:
+    status, body = admin(gateway, "PUT", "/bans/2001:db8::7", {"duration": "1m"})
+    assert status == 200
+    listed = body["ban"]["client"]
+    assert listed == "2001:db8::/64"
+    assert admin(gateway, "DELETE", "/bans/" + listed.replace("/", "%2F"))[0] == 200
+
+
+def test_admin_refuses_tiny_duration(gateway: GatewayThread) -> None:
+    assert admin(gateway, "PUT", "/bans/10.1.1.1", {"duration": 1e-300})[0] == 400

@@ -140,3 +140,19 @@ def test_many_keys_keep_store_bounded(upstream: RawUpstream, tmp_path: Path) -> 
         assert stats["rate_entries"] <= 64
         # 500 live keys in 64 slots: the rest replaced live entries, each counted.
         assert stats["rate_evictions"] >= 500 - 64
+
+
+def test_quota_refusal_reset_not_before_retry_after(
+    upstream: RawUpstream, tmp_path: Path
+) -> None:
+    text = config_text(upstream.port).replace(
+        '{name: per-ip, key: [ip], rate: "3/minute"}', '{name: q, key: [ip], quota: "3/10s"}'
+    )
+    with running_gateway(text, tmp_path) as gateway:
+        for _ in range(3):
+            assert get(gateway, "/products").status == 200
+        refused = get(gateway, "/products")
+        assert refused.status == 429
+        retry_after = int(refused.header("Retry-After") or "0")
+        reset = int((refused.header("RateLimit") or "").rsplit("t=", 1)[1])
+        assert reset >= retry_after
