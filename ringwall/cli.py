@@ -9,7 +9,9 @@ from pathlib import Path
 from ringwall import __version__
 from ringwall.bans_cli import add_bans_parser, run_bans
 from ringwall.config.load import load_config
+from ringwall.config.model import Config
 from ringwall.config.types import parse_listen_address
+from ringwall.edge.waf.engines import policies as waf_policies
 from ringwall.errors import ConfigError
 from ringwall.keys_cli import add_keys_parser, run_keys
 from ringwall.openapi_cli import add_openapi_parser, run_import_openapi
@@ -99,10 +101,30 @@ def check(path: Path) -> int:
         for issue in exc.issues:
             print(f"{path}: {issue}", file=sys.stderr)
         return 2
+    waf_problem = load_waf_rules(config)
+    if waf_problem:
+        print(f"{path}: {waf_problem}", file=sys.stderr)
+        return 2
     print(
         f"{path}: valid ({len(config.routes)} routes, {len(config.upstreams)} upstreams)",
     )
     return 0
+
+
+def load_waf_rules(config: Config) -> str:
+    """Load the WAF rules of `config`; return "" or the rule error with its file and line."""
+    if not waf_policies(config):
+        return ""
+    # Imported here: only a configuration with a WAF loads libmodsecurity.
+    from ringwall.edge.waf.engine import WafLoadError
+    from ringwall.edge.waf.engines import preload
+
+    try:
+        preload(config)
+    except WafLoadError as exc:
+        where = f"{exc.file}:{exc.line}: " if exc.file else ""
+        return f"waf: {where}{exc}"
+    return ""
 
 
 if __name__ == "__main__":

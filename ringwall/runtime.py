@@ -11,6 +11,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ringwall.audit import AuditLog, JsonLinesAuditSink
@@ -20,6 +21,9 @@ from ringwall.edge.client_ip import ClientAddressResolver
 from ringwall.edge.connections import ConnectionLimits
 from ringwall.edge.cors import CorsLayer, CorsPolicy
 from ringwall.edge.rate_limit import EdgeRateLimitLayer, RouteRateLimitLayer
+from ringwall.edge.waf import engines as waf_engines
+from ringwall.edge.waf.layer import WafLayer
+from ringwall.edge.waf.security_log import SecurityLog
 from ringwall.exchange import Exchange
 from ringwall.gateway.auditing import AuditLayer
 from ringwall.gateway.auth.jwk import VerificationKey, verification_key
@@ -162,8 +166,12 @@ class Runtime:
             # A declared body over the limit is refused before any credential
             # is checked, as nginx does with client_max_body_size.
             BodyLimitLayer(self.limits.max_body_bytes),
-            self._authentication(config.auth, loop),
         ]
+        self._security_log: SecurityLog | None = None
+        self.waf = self._waf(config)
+        if self.waf is not None:
+            after_routing.append(self.waf)
+        after_routing.append(self._authentication(config.auth, loop))
         validations = {
             route.name: RouteValidation(route.validate_)
             for route in config.routes
@@ -194,6 +202,25 @@ class Runtime:
             self.shared = SharedStore.create(config.limits.store.max_keys, workers=1)
             self._owns_shared = True
         return self.shared
+
+    def _waf(self, config: Config) -> WafLayer | None:
+        """Return the WAF layer, when the gateway or a route sets a WAF policy."""
+        policies = waf_engines.policies(config)
+        if not policies:
+            return None
+        routes = {}
+        for route in config.routes:
+            policy = route.waf or config.waf
+            if policy is not None and policy.enabled:
+                routes[route.name] = waf_engines.engine_for(policy)
+        destination = config.logging.security
+        log = (
+            SecurityLog.to_stdout()
+            if destination == "stdout"
+            else SecurityLog.to_file(Path(destination))
+        )
+        self._security_log = log
+        return WafLayer(log, routes=routes, server_address=config.server.listen)
 
     def _redis_client(self, config: Config) -> RedisClient:
         """Return the Redis client of `limits.store`, one per runtime, made on first use."""
@@ -360,6 +387,8 @@ class Runtime:
         self._released = True
         if self.audit is not None:
             self.audit.close()
+        if self._security_log is not None:
+            self._security_log.close()
         if self._owns_shared and self.shared is not None:
             self.shared.close()
 
@@ -367,6 +396,8 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
+        if self.waf is not None:
+            self.waf.close()
         for upstream in self.upstreams.values():
             upstream.close()
         for source in self.jwks_sources:

@@ -27,6 +27,7 @@ from ringwall.config.limits import LimitConfig, LimitsConfig
 from ringwall.config.response import CorsConfig, SecurityHeadersConfig
 from ringwall.config.types import ByteSize, Duration, ListenAddress, Secret, SecretValue
 from ringwall.config.validation import ValidateConfig
+from ringwall.config.waf import WafConfig
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -150,6 +151,8 @@ class LogConfig(Model):
     destination: str = "stderr"
     access: AccessLogConfig = AccessLogConfig()
     audit: AuditLogConfig = AuditLogConfig()
+    # The WAF's security log: "stdout" or a file path.
+    security: str = "stdout"
 
 
 class UpstreamTimeouts(Model):
@@ -455,6 +458,8 @@ class Route(Model):
     limits: tuple[LimitConfig, ...] = ()
     cors: CorsConfig | None = None
     validate_: ValidateConfig | None = Field(None, alias="validate")
+    # None: the gateway-wide `waf`.
+    waf: WafConfig | None = None
     # None: the gateway-wide `security_headers`.
     security_headers: SecurityHeadersConfig | None = None
 
@@ -575,6 +580,8 @@ class Config(Model):
     admin: AdminConfig | None = None
     # Response fields added on every route that sets none of its own.
     security_headers: SecurityHeadersConfig = SecurityHeadersConfig()
+    # The WAF policy of routes that set none of their own; None: no WAF.
+    waf: WafConfig | None = None
 
     @model_validator(mode="after")
     def _name_routes(self) -> Config:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ringwall.config.load import load_config
 from ringwall.config.model import Config
+from ringwall.edge.waf import engines as waf_engines
 from ringwall.errors import ConfigError
 from ringwall.logs import configure_error_log
 from ringwall.server.worker import run_worker, send_config
@@ -91,6 +92,9 @@ class Supervisor:
         self._file_stamp = self._stamp()
         # The store's size is read at start; reload warns about a change.
         self.shared = SharedStore.create(self.config.limits.store.max_keys, workers=MAX_WORKERS)
+        # Rules load before the fork: loading is not thread-safe, and every
+        # worker then shares the loaded rules.
+        waf_engines.preload(self.config)
         for _ in range(self.config.server.worker_count()):
             self._spawn()
         host, port = self.sock.getsockname()[:2]
@@ -291,6 +295,12 @@ def serve(config_path: Path, overrides: Overrides) -> int:
         configure_error_log(config.logging)
     except OSError as exc:
         print(f"{config_path}: logging.destination: cannot open: {exc}", file=sys.stderr)
+        return 2
+    from ringwall.cli import load_waf_rules
+
+    waf_problem = load_waf_rules(config)
+    if waf_problem:
+        print(f"{config_path}: {waf_problem}", file=sys.stderr)
         return 2
     try:
         sock = bind_socket(config.server.listen)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ringwall.config.waf import WafConfig
+from ringwall.edge.waf.engine import CRS_RULES_DIR, LIBRARY, WafEngine, WafRequest
+
+
+def _installed() -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL(LIBRARY)
+    except OSError:
+        return False
+    return Path(CRS_RULES_DIR).is_dir()
+
+
+requires_modsecurity = pytest.mark.skipif(
+    not _installed(), reason="libmodsecurity3 and modsecurity-crs are not installed"
+)
+
+HEADERS = [(b"Host", b"api.example.com"), (b"User-Agent", b"curl/8.0"), (b"Accept", b"*/*")]
+
+
+def get(uri: bytes) -> WafRequest:
+    return WafRequest("192.0.2.10", 50000, "127.0.0.1", 8080, "GET", uri, "1.1", HEADERS)
+
+
+def post_json(uri: bytes, body: bytes, content_type: bytes = b"application/json") -> WafRequest:
+    headers = [
+        *HEADERS,
+        (b"Content-Type", content_type),
+        (b"Content-Length", str(len(body)).encode()),
+    ]
+    return WafRequest("192.0.2.10", 50000, "127.0.0.1", 8080, "POST", uri, "1.1", headers, body)
+
+
+@pytest.fixture(scope="session")
+def block_engine() -> WafEngine:
+    return WafEngine.load(WafConfig())
+
+
+@pytest.fixture(scope="session")
+def detect_engine() -> WafEngine:
+    return WafEngine.load(WafConfig(mode="detect"))
