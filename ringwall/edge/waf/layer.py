@@ -28,6 +28,17 @@ BLOCKED_DETAIL = "The request was rejected by the gateway's security policy."
 UNINSPECTABLE_DETAIL = "The request could not be inspected by the gateway's security policy."
 
 
+def _inspected_uri(exchange: Exchange) -> bytes:
+    """Return the canonical path that routing and the upstream see, with the raw query.
+
+    Before the path is made canonical (an exchange built by hand), the target as received.
+    """
+    if not exchange.path:
+        return exchange.target
+    path = exchange.path.encode("ascii")
+    return path + b"?" + exchange.query if exchange.query else path
+
+
 class WafLayer:
     """Inspect requests with the WAF policy of their route, or the listener's default policy.
 
@@ -101,7 +112,7 @@ class WafLayer:
             server_ip=self.server_address[0],
             server_port=self.server_address[1],
             method=exchange.method,
-            uri=exchange.target,
+            uri=_inspected_uri(exchange),
             version=exchange.version,
             headers=exchange.headers,
             body=body,
