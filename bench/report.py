@@ -111,8 +111,15 @@ LAYER_TARGETS = {
     "ringwall-limited": 0.90,
     "ringwall-limited-redis": 0.75,
     "ringwall-validated": 0.85,
+    # The WAF route may spend no more CPU per request than nginx with ModSecurity.
+    "ringwall-waf": 1.0,
+    "ringwall-waf-post": 1.0,
 }
-LAYER_BASES = {"ringwall-validated": "ringwall-post"}
+LAYER_BASES = {
+    "ringwall-validated": "ringwall-post",
+    "ringwall-waf": "nginx-modsecurity",
+    "ringwall-waf-post": "nginx-modsecurity-post",
+}
 
 
 def layer_ratios(results: list[SystemResult]) -> dict[str, float | None]:

@@ -61,7 +61,7 @@ from report import (
     verdict,
     write_results,
 )
-from validated import write_post_config, write_post_script
+from validated import write_post_config, write_post_script, write_waf_config
 from wrk_output import WrkOutputError, WrkResult, parse_wrk_output
 
 SYSTEMS = (
@@ -74,6 +74,9 @@ SYSTEMS = (
     "ringwall-limited-redis",
     "ringwall-post",
     "ringwall-validated",
+    "ringwall-waf",
+    "nginx-modsecurity-post",
+    "ringwall-waf-post",
 )
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RINGWALL_BIN = REPO_ROOT / ".venv" / "bin" / "ringwall"
@@ -378,14 +381,15 @@ def measure_direct(bench: Bench) -> SystemResult:
 def launch_nginx(bench: Bench, name: str, port: int) -> Launch:
     """Write the config of the nginx or nginx-modsecurity system and return its command."""
     rules = None
-    if name == "nginx-modsecurity":
+    if name.startswith("nginx-modsecurity"):
         try:
             rules = write_modsecurity_rules(bench.prefix)
         except MissingFileError as error:
             return Launch(skip_reason=str(error))
     conf = write_proxy_conf(bench.prefix, name, port, bench.backend_port, rules)
     command = pinned(bench.settings.proxy_cpu, nginx_command(bench.prefix, conf))
-    return Launch(command=command)
+    script = write_post_script(bench.prefix) if name.endswith("-post") else None
+    return Launch(command=command, script=script)
 
 
 def launch_ringwall(bench: Bench, port: int, config: Path = RINGWALL_CONFIG) -> Launch:
@@ -427,8 +431,8 @@ def write_limited_config(prefix: Path, store: str) -> Path:
     limits = "limits:\n  store: {kind: embedded}\n"
     if store == "redis":
         limits = (
-            "limits:\n  store: {kind: redis, url: \"redis://127.0.0.1:6379\", "
-            "key_prefix: \"ringwall-bench:\", on_failure: fail_closed}\n"
+            'limits:\n  store: {kind: redis, url: "redis://127.0.0.1:6379", '
+            'key_prefix: "ringwall-bench:", on_failure: fail_closed}\n'
         )
     path = prefix / f"ringwall-limited-{store}.yaml"
     path.write_text(
@@ -476,6 +480,13 @@ def launch_proxy(bench: Bench, name: str, port: int) -> Launch:
     if name in ("ringwall-limited", "ringwall-limited-redis"):
         store = "redis" if name.endswith("redis") else "embedded"
         return launch_ringwall(bench, port, write_limited_config(bench.prefix, store))
+    if name in ("ringwall-waf", "ringwall-waf-post"):
+        launch = launch_ringwall(bench, port, write_waf_config(bench.prefix))
+        if launch.skip_reason or name == "ringwall-waf":
+            return launch
+        return Launch(
+            command=launch.command, env=launch.env, script=write_post_script(bench.prefix)
+        )
     return launch_nginx(bench, name, port)
 
 

@@ -1,4 +1,4 @@
-"""Set up the `ringwall-post` and `ringwall-validated` systems: a 1 KB JSON order, POSTed.
+"""Set up the POST and WAF systems: a 1 KB JSON order, and the configs that receive it.
 
 Both route `/` to the backend; `ringwall-validated` also declares the
 body's content type and a JSON Schema, so every request is read whole,
@@ -94,5 +94,18 @@ def write_post_config(prefix: Path, validated: bool) -> Path:
         route["validate"] = {"content_types": ["application/json"], "json": {"schema": SCHEMA}}
     config = {"upstreams": {"app": {"targets": ["${UPSTREAM_URL}"]}}, "routes": [route]}
     path = prefix / ("ringwall-validated.yaml" if validated else "ringwall-post.yaml")
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def write_waf_config(prefix: Path) -> Path:
+    """Write Ringwall's config with the WAF on route `/`: CRS, paranoia level 1, block mode."""
+    config = {
+        "logging": {"security": str(prefix / "security.log")},
+        "waf": {"mode": "block", "paranoia": 1},
+        "upstreams": {"app": {"targets": ["${UPSTREAM_URL}"]}},
+        "routes": [{"name": "all", "path": "/", "upstream": "app", "auth": "none"}],
+    }
+    path = prefix / "ringwall-waf.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
