@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING
 
 from ringwall.edge.waf.engine import WafEngine, WafRequest, WafVerdict
 from ringwall.edge.waf.security_log import SecurityLog, SecurityRecord
-from ringwall.errors import BadRequest, Forbidden, PayloadTooLarge, Rejection
+from ringwall.errors import (
+    BadRequest,
+    Forbidden,
+    PayloadTooLarge,
+    Rejection,
+    UnsupportedMediaType,
+)
 
 if TYPE_CHECKING:
     from ringwall.exchange import Exchange
@@ -82,6 +88,12 @@ class WafLayer:
                 f"request body of {exchange.content_length} bytes is above the WAF "
                 f"inspection limit of {max_body} bytes",
             )
+        if exchange.has_body and any(
+            value.strip().lower() != b"identity"
+            for value in exchange.header_values(b"content-encoding")
+        ):
+            # The engine reads bodies as sent; a compressed one would pass uninspected.
+            raise UnsupportedMediaType(LAYER, "compressed request bodies cannot be inspected")
         return self._inspect(engine, exchange)
 
     def close(self) -> None:

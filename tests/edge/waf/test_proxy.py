@@ -77,3 +77,51 @@ def test_detect_mode_forwards_and_records(
 
 def test_route_without_waf(gateway: GatewayThread) -> None:
     assert get(gateway, b"/open" + SQLI).status == 200
+
+
+def post(gateway: GatewayThread, path: bytes, fields: bytes, body: bytes) -> Response:
+    return request(
+        gateway.port,
+        b"POST %b HTTP/1.1\r\nHost: a\r\n%bContent-Length: %d\r\n\r\n%b"
+        % (path, fields, len(body), body),
+        b"POST",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "body", "status"),
+    [
+        # Compressed: the engine could not read it, so it is refused, not passed.
+        (b"Content-Type: application/json\r\nContent-Encoding: gzip\r\n", b"\x1f\x8b\x08", 415),
+        # A charset the rules cannot decode.
+        (b"Content-Type: application/json; charset=utf-7\r\n", b'{"a": 1}', 403),
+        # A JSON string written with \\u escapes is decoded before the rules run.
+        (
+            b"Content-Type: application/json\r\n",
+            b'{"q": "1\\u0027 UNION SELECT password FROM users--"}',
+            403,
+        ),
+        # A +json type gets the JSON body processor too.
+        (
+            b"Content-Type: application/merge-patch+json\r\n",
+            b'{"q": "1 UNION SELECT password FROM users"}',
+            403,
+        ),
+    ],
+)
+def test_body_bypass_classes_closed(
+    gateway: GatewayThread, upstream: RawUpstream, fields: bytes, body: bytes, status: int
+) -> None:
+    response = post(gateway, b"/api/items", fields, body)
+    assert response.status == status
+    assert upstream.requests == []
+
+
+def test_two_content_types_rejected(gateway: GatewayThread, upstream: RawUpstream) -> None:
+    fields = b"Content-Type: text/plain\r\nContent-Type: application/json\r\n"
+    assert post(gateway, b"/api/items", fields, b'{"a": 1}').status == 400
+    assert upstream.requests == []
+
+
+def test_encoded_question_mark_in_path_rejected(gateway: GatewayThread) -> None:
+    assert get(gateway, b"/api/x%3Fid=1%27%20OR%20%271%27%3D%271").status == 400
