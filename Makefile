@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := nginx-light wrk libnginx-mod-http-modsecurity modsecurity-crs redis-server
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench waf-conformance clean
 
 setup: $(STAMP)
 
@@ -23,16 +23,20 @@ demo: setup
 
 test: setup
 	./scripts/ensure-redis
-	$(BIN)/ruff check ringwall tests bench
+	$(BIN)/ruff check ringwall tests bench conformance
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: setup
-	$(BIN)/ruff check ringwall tests bench
+	$(BIN)/ruff check ringwall tests bench conformance
 	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# The OWASP CRS 3.3.4 regression suite against a running gateway (docs/waf-conformance.md).
+waf-conformance: setup
+	$(BIN)/python conformance/waf.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 """Run the OWASP CRS 3.3.4 regression suite against a running Ringwall.
 
 The suite is a folder of FTW YAML files, one per CRS rule. This script starts
-a loopback backend that answers 200 to every request and a `ringwall run`
+a loopback backend that returns 200 for every request and a `ringwall run`
 gateway in front of it, with the WAF set up the way upstream ran the suite
 (detect mode, paranoia level 4, rule 910000 removed, three tx variables set).
 It sends each test's request bytes over a raw socket, reads the response and
@@ -70,7 +70,6 @@ CATEGORY_STATUS = "status differs from the expected one"
 CATEGORY_RESPONSE = "response body differs from the expected one"
 CATEGORY_NO_ERROR = "test expects an error, but Ringwall answered normally"
 CATEGORY_LIBMODSECURITY = "libmodsecurity v3 difference"
-CATEGORY_UNKNOWN = "unknown"
 
 _XML_REQUEST_BODY = (
     "libmodsecurity 3 fills REQUEST_BODY when the XML body processor runs and "
@@ -227,7 +226,7 @@ def parse_rule_file(text: str, rule_file: str) -> tuple[bool, list[SuiteTest]]:
 @dataclass(slots=True)
 class Suite:
     tests: list[SuiteTest]
-    # Tests in rule files whose meta says `enabled: false`; upstream skips them too.
+    # Tests in rule files whose meta sets `enabled: false`; upstream skips them too.
     disabled: int
 
 
@@ -300,7 +299,7 @@ def build_request(stage: StageInput, request_id: str | None = None) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """What came back on the connection; status None when it was no valid HTTP response."""
+    """The first response read from a connection; status None when none was valid HTTP."""
 
     status: int | None
     headers: dict[str, str] = field(default_factory=dict)
@@ -416,9 +415,7 @@ def score_stage(output: StageOutput, response: Response, log_lines: Sequence[str
     if output.expect_error:
         if response.status is None or response.status == 400:
             return Outcome(True)
-        return Outcome(
-            False, f"expected an error, got status {response.status}", CATEGORY_NO_ERROR
-        )
+        return Outcome(False, f"expected an error, got status {response.status}", CATEGORY_NO_ERROR)
     failures: list[tuple[str, str]] = []
     if output.log_contains is not None:
         pattern = re.compile(output.log_contains)
@@ -467,7 +464,7 @@ def _categorize(category: str, response: Response) -> str:
 
 
 class _BackendHandler(socketserver.BaseRequestHandler):
-    """Answer every request on the connection with 200 and an empty body."""
+    """Send 200 with an empty body for every request on the connection."""
 
     def handle(self) -> None:
         connection = h11.Connection(h11.SERVER)
@@ -585,7 +582,7 @@ def running_gateway(config_path: Path, stderr_path: Path) -> Iterator[int]:
     """Run `ringwall run` with one worker on a free loopback port; yield the port."""
     port = _free_port()
     with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # noqa: S603 - fixed argv without a shell
             [
                 sys.executable,
                 "-m",
@@ -674,9 +671,7 @@ class TestResult:
     matched_ids: list[int] = field(default_factory=list)
 
 
-def run_test(
-    test: SuiteTest, port: int, log: SecurityLogReader, timeout: float
-) -> TestResult:
+def run_test(test: SuiteTest, port: int, log: SecurityLogReader, timeout: float) -> TestResult:
     """Send every stage of one test and score it; the test fails at its first failing stage."""
     status: int | None = None
     matched: list[int] = []
@@ -684,7 +679,7 @@ def run_test(
         request_id = f"crs-{uuid.uuid4().hex}"
         response = exchange(port, build_request(stage.input, request_id), timeout)
         status = response.status
-        # The gateway writes the record before it answers, so it is in the file now.
+        # The gateway writes the record before it sends the response, so it is in the file now.
         records = log.records_for(request_id)
         matched = [rule["id"] for record in records for rule in record.get("rules", [])]
         outcome = score_stage(stage.output, response, render_log_lines(records))
@@ -715,9 +710,7 @@ def run_suite(tests: Sequence[SuiteTest], jobs: int, timeout: float) -> list[Tes
             with running_gateway(config_path, workdir / "ringwall-stderr.log") as port:
                 reader = SecurityLogReader(security_log)
                 with ThreadPoolExecutor(max_workers=jobs) as pool:
-                    return list(
-                        pool.map(lambda test: run_test(test, port, reader, timeout), tests)
-                    )
+                    return list(pool.map(lambda test: run_test(test, port, reader, timeout), tests))
 
 
 def summarize(results: Sequence[TestResult]) -> dict[str, Any]:
@@ -783,9 +776,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="RULE_ID",
         help="run only rule files whose path contains this text, such as 942100 or REQUEST-942",
     )
-    parser.add_argument(
-        "--jobs", type=int, default=4, help="tests sent in parallel (default: 4)"
-    )
+    parser.add_argument("--jobs", type=int, default=4, help="tests sent in parallel (default: 4)")
     parser.add_argument(
         "--timeout",
         type=float,

@@ -220,7 +220,21 @@ class Runtime:
             else SecurityLog.to_file(Path(destination))
         )
         self._security_log = log
-        return WafLayer(log, routes=routes, server_address=config.server.listen)
+        default = (
+            waf_engines.engine_for(config.waf)
+            if config.waf is not None and config.waf.enabled
+            else None
+        )
+        disabled = frozenset(
+            route.name for route in config.routes if route.waf is not None and not route.waf.enabled
+        )
+        return WafLayer(
+            log,
+            default=default,
+            routes=routes,
+            disabled=disabled,
+            server_address=config.server.listen,
+        )
 
     def _redis_client(self, config: Config) -> RedisClient:
         """Return the Redis client of `limits.store`, one per runtime, made on first use."""

@@ -62,6 +62,8 @@ _METHOD_NAMES = {
 }
 # Once this many requests are waiting behind the active one, stop reading.
 _MAX_QUEUED = 8
+# Rejections made before the WAF layer runs: such requests still get a WAF verdict.
+_WAF_JUDGED = frozenset({LAYER, "target", "routing"})
 # Seconds between ban lookups for the requests of one keep-alive connection.
 BAN_RECHECK = 0.5
 
@@ -411,6 +413,11 @@ class ClientConnection(asyncio.Protocol):
                 self._check_ban(exchange)
             pending = exchange.runtime.pipeline.check_head(exchange)
         except Rejection as rejection:
+            waf = exchange.runtime.waf
+            if waf is not None and waf.default is not None and rejection.layer in _WAF_JUDGED:
+                # Still judged by the WAF, so the attack is recorded and can feed bans.
+                self.loop.create_task(self._run(exchange, waf.judge_rejected(exchange, rejection)))
+                return
             self._reject(exchange, rejection)
             self._finish(exchange)
             return

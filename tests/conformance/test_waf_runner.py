@@ -250,3 +250,16 @@ def test_runner_rule_942100(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     document = json.loads(results.read_text())
     assert document["passed"] == 14
     assert document["failures"] == []
+
+
+@requires_suite
+def test_full_suite_keeps_its_pass_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The whole CRS 3.3.4 suite takes a few seconds, so CI runs all of it; the
+    # count may rise, and a fall means a change broke WAF coverage.
+    waf.main(["--results-dir", str(tmp_path)])
+    capsys.readouterr()
+    [results] = tmp_path.glob("crs-3.3.4-*.json")
+    document = json.loads(results.read_text())
+    assert document["passed"] >= 2345

@@ -17,7 +17,7 @@ _engines: dict[WafConfig, WafEngine] = {}
 
 def policies(config: Config) -> set[WafConfig]:
     """Return the enabled WAF policies of `config`: the default and each route's."""
-    found = {route.waf or config.waf for route in config.routes}
+    found = {route.waf or config.waf for route in config.routes} | {config.waf}
     return {policy for policy in found if policy is not None and policy.enabled}
 
 

@@ -10,6 +10,7 @@ record, in detect mode too. A block is a 403 whose detail names no rule.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from ringwall.gateway.routing import CompiledRoute
 
 LAYER = "waf"
+log = logging.getLogger("ringwall.waf")
 BLOCKED_DETAIL = "The request was rejected by the gateway's security policy."
 UNINSPECTABLE_DETAIL = "The request could not be inspected by the gateway's security policy."
 
@@ -60,12 +62,15 @@ class WafLayer:
         default: WafEngine | None = None,
         routes: Mapping[str, WafEngine] | None = None,
         *,
+        disabled: frozenset[str] = frozenset(),
         server_address: tuple[str, int] = ("127.0.0.1", 0),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.security_log = security_log
         self.default = default
         self.routes = dict(routes or {})
+        # Routes that turned the WAF off; the default policy does not apply to them.
+        self.disabled = disabled
         self.server_address = server_address
         self.clock = clock
         # Created on first use, so that a supervisor can build the layer before
@@ -103,21 +108,35 @@ class WafLayer:
             self._executor = None
 
     def _engine_for(self, route_name: str | None) -> WafEngine | None:
+        if route_name in self.disabled:
+            return None
         engine = self.routes.get(route_name, self.default) if route_name else self.default
         if engine is None or not engine.config.enabled:
             return None
         return engine
 
-    async def _inspect(self, engine: WafEngine, exchange: Exchange) -> None:
-        body = b""
-        if exchange.has_body and exchange.body is not None:
-            body = await exchange.body.collect()
-            if len(body) > engine.config.max_body_bytes:
-                raise PayloadTooLarge(
-                    LAYER,
-                    f"request body is above the WAF inspection limit of "
-                    f"{engine.config.max_body_bytes} bytes",
+    async def judge_rejected(self, exchange: Exchange, rejection: Rejection) -> None:
+        """Inspect a request an earlier check rejected, record the matches, then raise `rejection`.
+
+        Attacks stopped by framing, path or routing checks are still recorded,
+        under the listener's default policy, so they feed bans and reports.
+        The body of such a request is not read.
+        """
+        engine = self._engine_for(None)
+        if engine is not None:
+            try:
+                verdict = await self._verdict(engine, exchange, b"")
+            except Exception:
+                log.exception(
+                    "WAF inspection of a rejected request failed",
+                    extra={"request_id": exchange.request_id},
                 )
+            else:
+                if verdict.rules:
+                    self._log(exchange, verdict)
+        raise rejection
+
+    async def _verdict(self, engine: WafEngine, exchange: Exchange, body: bytes) -> WafVerdict:
         request = WafRequest(
             client_ip=exchange.client_ip,
             client_port=0,
@@ -132,7 +151,19 @@ class WafLayer:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ringwall-waf")
         loop = asyncio.get_running_loop()
-        verdict = await loop.run_in_executor(self._executor, engine.inspect, request)
+        return await loop.run_in_executor(self._executor, engine.inspect, request)
+
+    async def _inspect(self, engine: WafEngine, exchange: Exchange) -> None:
+        body = b""
+        if exchange.has_body and exchange.body is not None:
+            body = await exchange.body.collect()
+            if len(body) > engine.config.max_body_bytes:
+                raise PayloadTooLarge(
+                    LAYER,
+                    f"request body is above the WAF inspection limit of "
+                    f"{engine.config.max_body_bytes} bytes",
+                )
+        verdict = await self._verdict(engine, exchange, body)
         if verdict.rules:
             self._log(exchange, verdict)
         if verdict.blocked:
