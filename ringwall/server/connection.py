@@ -190,7 +190,7 @@ class ClientConnection(asyncio.Protocol):
                 log.error("request parser callback failed", exc_info=cause)
                 self._parse_error(BadRequest(LAYER, "the request could not be parsed", close=True))
         except httptools.HttpParserError as error:
-            self._parse_error(BadRequest(LAYER, _parser_reason(error), close=True))
+            self._parse_error(BadRequest(LAYER, _parser_reason(error), close=True), data)
 
     def eof_received(self) -> bool | None:
         """Handle a client that closed its sending side (a half-close)."""
@@ -558,13 +558,25 @@ class ClientConnection(asyncio.Protocol):
         self.idle_deadline = self.loop.time() + exchange.runtime.timeouts.idle
         self._resume_reading()
 
-    def _parse_error(self, rejection: Rejection) -> None:
-        """Reject a request that broke the framing rules, after those queued before it."""
+    def _parse_error(self, rejection: Rejection, data: bytes = b"") -> None:
+        """Reject a request that broke the framing rules, after those queued before it.
+
+        `data` holds the bytes that failed to parse; a request whose line
+        could not be parsed is described from them, for the WAF's record.
+        """
         self._stop_parsing()
         exchange = self.current
         self.current = None
         if exchange is None:
             exchange = Exchange(self.worker.runtime, self.peer_ip, self.loop.time(), time.time())
+        if not exchange.target and data:
+            _describe_unparsed(exchange, data)
+            runtime = exchange.runtime
+            if not exchange.request_id and runtime.client_addresses.is_trusted(self.peer_ip):
+                # A trusted proxy's request id, so its logs and the WAF record match.
+                for name, value in exchange.headers:
+                    if name.lower() == runtime.request_id_lower and valid_request_id(value):
+                        exchange.request_id = value.decode("ascii")
         if not exchange.method:
             with contextlib.suppress(httptools.HttpParserError):
                 method = self.parser.get_method()
@@ -729,3 +741,30 @@ def _parser_reason(error: Exception) -> str:
     message = str(error) or "malformed request"
     # llhttp's messages are fixed strings, never request bytes, so they are safe to return.
     return f"malformed request: {message[:120]}"
+
+
+def _describe_unparsed(exchange: Exchange, data: bytes) -> None:
+    """Fill the request line and header fields of `exchange` from bytes llhttp refused.
+
+    Only the WAF reads them, to record what the refused request carried.
+    """
+    head = data.split(b"\r\n\r\n", 1)[0]
+    lines = head.split(b"\r\n")[:_MAX_UNPARSED_LINES]
+    parts = lines[0].split(b" ")
+    if len(parts) == 3 and parts[2].startswith(b"HTTP/"):
+        exchange.method = parts[0].decode("latin-1")
+        exchange.target = parts[1]
+        exchange.version = parts[2][5:].decode("latin-1")
+    elif parts:
+        exchange.method = parts[0].decode("latin-1")
+        exchange.target = b" ".join(parts[1:])
+    headers = []
+    for line in lines[1:]:
+        name, separator, value = line.partition(b":")
+        if separator:
+            headers.append((name.strip(), value.strip()))
+    exchange.headers = headers
+
+
+# A refused head is described from at most this many lines.
+_MAX_UNPARSED_LINES = 101
