@@ -107,6 +107,25 @@ def post(gateway: GatewayThread, path: bytes, fields: bytes, body: bytes) -> Res
             b'{"q": "1 UNION SELECT password FROM users"}',
             403,
         ),
+        # Types without a body parser are not allowed, so their bodies cannot slip past.
+        (b"Content-Type: text/plain\r\n", b"1 UNION SELECT password FROM users--", 403),
+        (
+            b"Content-Type: application/csp-report\r\n",
+            b'{"csp-report": {"x": "1 UNION SELECT password FROM users--"}}',
+            403,
+        ),
+        # Multipart parts are parsed and inspected; malformed part headers get 400.
+        (
+            b"Content-Type: multipart/form-data; boundary=xyz\r\n",
+            b'--xyz\r\nContent-Disposition: form-data; name="a"\r\n\r\n'
+            b"1 UNION SELECT password FROM users--\r\n--xyz--\r\n",
+            403,
+        ),
+        (
+            b"Content-Type: multipart/form-data; boundary=xyz\r\n",
+            b"--xyz\r\nContent-Disposition form-data name=a\r\n\r\nx\r\n--xyz--\r\n",
+            400,
+        ),
     ],
 )
 def test_body_bypass_classes_closed(
