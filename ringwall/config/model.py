@@ -446,6 +446,8 @@ class Route(Model):
     hosts: tuple[str, ...] = ()
     path: str
     match: Literal["prefix", "exact", "template"] = "prefix"
+    # Match the path without regard to case; the upstream then gets it case-folded.
+    case_insensitive: bool = False
     methods: tuple[str, ...] = ()
     strip_prefix: bool = False
     upgrades: tuple[str, ...] = ()

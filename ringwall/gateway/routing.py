@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ringwall.config.model import Route
 from ringwall.errors import BadRequest, MethodNotAllowed, NotFound, excerpt
+from ringwall.http.canonical import canonical_path
 
 if TYPE_CHECKING:
     from ringwall.exchange import Exchange
@@ -30,6 +31,7 @@ class CompiledRoute:
 
     __slots__ = (
         "exact_hosts",
+        "folded",
         "json_name",
         "layers",
         "literal_length",
@@ -53,15 +55,21 @@ class CompiledRoute:
         self.upstream = route.upstream
         # The layers after routing that apply to this route; set by the Pipeline.
         self.layers: tuple[Layer, ...] = ()
-        self.path = route.path
+        # A case-insensitive route matches the case-folded canonical path.
+        self.folded = route.case_insensitive
+        self.path = route.path.lower() if self.folded else route.path
         self.match = route.match
         self.methods = frozenset(route.methods)
         self.exact_hosts = frozenset(h for h in hosts if not h.startswith("*."))
         self.wildcard_suffixes = tuple(h[1:] for h in hosts if h.startswith("*."))
-        self.prefix_slash = route.path if route.path.endswith("/") else route.path + "/"
+        self.prefix_slash = self.path if self.path.endswith("/") else self.path + "/"
         # (True, name) for a {name} parameter, (False, text) for a literal segment.
         self.segments: tuple[tuple[bool, str], ...] = tuple(
-            (True, segment[1:-1]) if segment.startswith("{") else (False, segment)
+            (True, segment[1:-1])
+            if segment.startswith("{")
+            else (False, segment.lower())
+            if self.folded
+            else (False, segment)
             for segment in route.path.split("/")[1:]
         )
         self.literal_length = len(route.path) - sum(
@@ -126,14 +134,20 @@ class Router:
             else:
                 compiled.append(CompiledRoute(route, index))
         self.routes = tuple(sorted(compiled, key=lambda route: route.rank))
+        self.has_folded = any(route.folded for route in self.routes)
 
-    def match(self, host: str, path: str, method: str) -> tuple[CompiledRoute, dict[str, str]]:
-        """Return the route for a request, or raise `NotFound` or `MethodNotAllowed`."""
+    def match(
+        self, host: str, path: str, method: str, folded: str | None = None
+    ) -> tuple[CompiledRoute, dict[str, str]]:
+        """Return the route for a request, or raise `NotFound` or `MethodNotAllowed`.
+
+        `folded` is the case-folded canonical path, which case-insensitive routes match.
+        """
         allowed: set[str] = set()
         for route in self.routes:
             if (route.exact_hosts or route.wildcard_suffixes) and not route.matches_host(host):
                 continue
-            params = route.matches_path(path)
+            params = route.matches_path(folded if route.folded and folded is not None else path)
             if params is None:
                 continue
             if not route.methods or method in route.methods:
@@ -207,7 +221,13 @@ class RoutingLayer:
         self.router = router
 
     def check_head(self, exchange: Exchange) -> None:
-        route, params = self.router.match(exchange.host, exchange.path, exchange.method)
+        folded = None
+        if self.router.has_folded:
+            folded = canonical_path(exchange.target.partition(b"?")[0], lowercase=True)
+        route, params = self.router.match(exchange.host, exchange.path, exchange.method, folded)
+        if route.folded and folded is not None:
+            # One meaning everywhere: later checks and the upstream see the folded path.
+            exchange.path = folded
         exchange.route = route
         exchange.params = params
         exchange.upstream_path = route.upstream_path(exchange.path)

@@ -1,12 +1,15 @@
 """Tests for ringwall.gateway.routing: route precedence, 404 and 405, and Host normalization."""
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from ringwall.config import Route
 from ringwall.errors import BadRequest, MethodNotAllowed, NotFound
-from ringwall.gateway.routing import CompiledRoute, Router, normalize_host
+from ringwall.exchange import Exchange
+from ringwall.gateway.routing import CompiledRoute, Router, RoutingLayer, normalize_host
+from ringwall.http.target import split_target
+from ringwall.runtime import Runtime
 
 
 def make_route(name: str, path: str, **fields: Any) -> Route:
@@ -346,3 +349,36 @@ def test_normalize_host_cached_rejection_repeats() -> None:
     for _ in range(2):
         with pytest.raises(BadRequest):
             normalize_host(b"user@example.com")
+
+
+def _routed(routes: list[Route], target: bytes) -> Exchange:
+    exchange = Exchange(cast(Runtime, None), "127.0.0.1", 0.0, 0.0)
+    exchange.method = "GET"
+    exchange.host = "api.example.test"
+    exchange.target = target
+    exchange.path, exchange.query = split_target(target)
+    RoutingLayer(Router(tuple(routes))).check_head(exchange)
+    return exchange
+
+
+def test_case_insensitive_route_matches_any_case() -> None:
+    routes = [make_route("r", "/api/Products", case_insensitive=True)]
+    exchange = _routed(routes, b"/API/PRODUCTS/42?Page=2")
+    assert exchange.route is not None
+    # Later checks and the upstream see the folded path; the query stays as sent.
+    assert exchange.path == "/api/products/42"
+    assert exchange.upstream_path == "/api/products/42"
+    assert exchange.query == b"Page=2"
+
+
+def test_case_sensitive_route_keeps_case() -> None:
+    with pytest.raises(NotFound):
+        _routed([make_route("r", "/api/products")], b"/API/products")
+    exchange = _routed([make_route("r", "/api/products")], b"/api/products/X")
+    assert exchange.path == "/api/products/X"
+
+
+def test_folded_template_params() -> None:
+    routes = [make_route("r", "/Accounts/{account_id}", match="template", case_insensitive=True)]
+    exchange = _routed(routes, b"/ACCOUNTS/ACC-1001")
+    assert exchange.params == {"account_id": "acc-1001"}
