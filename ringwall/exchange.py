@@ -75,3 +75,10 @@ class Exchange:
 
     def header_values(self, lower_name: bytes) -> list[bytes]:
         return [value for name, value in self.headers if name.lower() == lower_name]
+
+    def body_encoded(self) -> bool:
+        """Return whether the request has a body with a Content-Encoding other than identity."""
+        return self.has_body and any(
+            value.strip().lower() != b"identity"
+            for value in self.header_values(b"content-encoding")
+        )

@@ -1,17 +1,16 @@
 """examples/cluster/ringwall.yaml: two gateway instances sharing limits and bans in Redis."""
 
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from ringwall.cli import main
 from tests.support.client import request
 from tests.support.gateway_process import Gateway, free_port
 from tests.support.raw_upstream import RawUpstream, running_raw_upstream
+from tests.support.redis_servers import shared_redis_prefix
 
 CONFIG = Path(__file__).parent.parent / "examples" / "cluster" / "ringwall.yaml"
 REDIS_URL = "redis://127.0.0.1:6379"
@@ -26,13 +25,8 @@ def upstream() -> Iterator[RawUpstream]:
 @pytest.fixture
 def prefix() -> Iterator[str]:
     """A key prefix of this test alone in the shared Redis, deleted afterwards."""
-    value = f"ringwall-test:{secrets.token_hex(6)}:"
-    yield value
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{value}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with shared_redis_prefix() as value:
+        yield value
 
 
 def environment(upstream: RawUpstream, prefix: str, admin_port: int) -> dict[str, str]:

@@ -120,7 +120,7 @@ class ValidateConfig(_Model):
                 if not _NAME.match(name):
                     raise ValueError(f"{kind}: invalid parameter name {name!r}")
         if self.json_ is not None and self.content_types and not any(
-            _is_json(media_type) for media_type in self.content_types
+            is_json_media_type(media_type) for media_type in self.content_types
         ):
             raise ValueError("json needs a JSON media type in content_types")
         if self.json_ is not None:
@@ -133,5 +133,6 @@ class ValidateConfig(_Model):
         return self
 
 
-def _is_json(media_type: str) -> bool:
+def is_json_media_type(media_type: str) -> bool:
+    """Return whether a lowercase media type is JSON: application/json or any +json type."""
     return media_type == "application/json" or media_type.endswith("+json")

@@ -245,7 +245,7 @@ class CorsPolicy:
 
 
 class CorsLayer:
-    """Answer CORS preflights, and add the CORS fields to the responses of a route.
+    """Respond to CORS preflights, and add the CORS fields to the responses of a route.
 
     It runs after the route's per-IP limits, so preflights count against
     them, and before authentication, because browsers send no credentials
@@ -265,9 +265,7 @@ class CorsLayer:
         route = exchange.route
         assert route is not None
         policy = self.policies[route.name]
-        origins = exchange.header_values(b"origin")
-        # More than one Origin field has no single reading: treat it as none allowed.
-        origin = origins[0] if len(origins) == 1 else (b"\x00" if origins else None)
+        origin = _request_origin(exchange)
         if exchange.method == "OPTIONS" and not (route.methods and "OPTIONS" in route.methods):
             request_methods = exchange.header_values(b"access-control-request-method")
             request_method = request_methods[0] if len(request_methods) == 1 else None
@@ -289,13 +287,25 @@ def add_response_fields(exchange: Exchange, policy: CorsPolicy) -> None:
     if exchange.cors_added:
         return
     exchange.cors_added = True
-    origins = exchange.header_values(b"origin")
-    origin = origins[0] if len(origins) == 1 else (b"\x00" if origins else None)
-    fields = policy.response_fields(origin)
+    fields = policy.response_fields(_request_origin(exchange))
     if exchange.response_headers:
         exchange.response_headers = [*exchange.response_headers, *fields]
     else:
         exchange.response_headers = fields
+
+
+def _request_origin(exchange: Exchange) -> bytes | None:
+    """Return the request's Origin, or None without one.
+
+    More than one Origin field has no single reading, so it becomes a value
+    that no policy allows.
+    """
+    origins = exchange.header_values(b"origin")
+    if not origins:
+        return None
+    if len(origins) > 1:
+        return b"\x00"
+    return origins[0]
 
 
 def _text_fields(fields: Sequence[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:

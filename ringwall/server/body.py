@@ -111,16 +111,8 @@ class RequestBody:
         if self.paused:
             self.paused = False
             self._resume()
-        while not self.complete:
-            if self.error is not None:
-                raise self.error
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        if self.error is not None:
-            raise self.error
+        # More than the limit is never buffered, so this waits for the whole body.
+        await self.wait_buffered(self.limit + 1)
         data = b"".join(self._chunks)
         self._chunks.clear()
         if data:

@@ -8,8 +8,6 @@ Tests that stop, restart, flush or reconfigure a server start their own.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import itertools
 import re
 import signal
@@ -22,10 +20,6 @@ from typing import Any
 
 import pytest
 import redis
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,7 +39,9 @@ from tests.support.redis_servers import (
     running_cluster,
     running_redis,
     running_sentinel,
+    shared_redis_prefix,
 )
+from tests.support.tls import make_tls_files
 
 SHARED_URL = "redis://127.0.0.1:6379/0"
 
@@ -53,19 +49,8 @@ SHARED_URL = "redis://127.0.0.1:6379/0"
 @pytest.fixture
 def prefix() -> Iterator[bytes]:
     """A random key prefix on the shared Redis; its keys are deleted afterwards."""
-    name = f"ringwall-test:{uuid.uuid4().hex}:"
-    client = redis.Redis.from_url(SHARED_URL)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.fail("Redis is not running at 127.0.0.1:6379: run scripts/ensure-redis")
-    try:
+    with shared_redis_prefix() as name:
         yield name.encode()
-    finally:
-        keys = list(client.scan_iter(match=f"{name}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 def run(
@@ -409,73 +394,8 @@ def test_password_user_and_database(tmp_path: Path) -> None:
         run(rejected, f"redis://:wrong@127.0.0.1:{server.port}")
 
 
-def write_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """Write a throwaway CA and a server certificate for 127.0.0.1.
-
-    Return the paths of the CA certificate, the server certificate and its key.
-    """
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Ringwall test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    ca_path = directory / "ca.pem"
-    cert_path = directory / "server.pem"
-    key_path = directory / "server.key"
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return ca_path, cert_path, key_path
-
-
 def test_tls_with_ca_file(tmp_path: Path) -> None:
-    ca_path, cert_path, key_path = write_certificates(tmp_path)
+    ca_path, cert_path, key_path = make_tls_files(tmp_path)
     tls_port = free_port()
     arguments = [
         "--tls-port", str(tls_port),

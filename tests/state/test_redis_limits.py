@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,7 +33,7 @@ from ringwall.state.redis_limits import (
     window_arguments,
     window_script,
 )
-from tests.support.redis_servers import free_port
+from tests.support.redis_servers import free_port, shared_redis_prefix
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 FIXED_CLOCK_RATE = rate_script(ARGUMENT_CLOCK)
@@ -43,20 +42,9 @@ FIXED_CLOCK_WINDOW = window_script(ARGUMENT_CLOCK)
 
 @pytest.fixture(scope="module")
 def prefix() -> Iterator[bytes]:
-    """A random key prefix on the shared Redis; its keys are deleted after the module."""
-    name = f"ringwall-test:{uuid.uuid4().hex}:"
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.fail("Redis is not running at 127.0.0.1:6379: run scripts/ensure-redis")
-    try:
+    """A random key prefix on the shared Redis; its keys are deleted afterwards."""
+    with shared_redis_prefix() as name:
         yield name.encode()
-    finally:
-        keys = list(client.scan_iter(match=f"{name}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 def run(scenario: Callable[[RedisClient], Awaitable[Any]], url: str = REDIS_URL) -> Any:

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,3 +204,27 @@ def _wait_for_cluster(nodes: list[RedisProcess]) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError("the Redis Cluster did not reach cluster_state:ok within 20 s")
+
+
+SHARED_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@contextlib.contextmanager
+def shared_redis_prefix() -> Iterator[str]:
+    """Yield a random key prefix on the shared Redis at 127.0.0.1:6379; delete its keys after."""
+    name = f"ringwall-test:{uuid.uuid4().hex}:"
+    client = redis.Redis.from_url(SHARED_REDIS_URL)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        client.close()
+        raise RuntimeError(
+            "Redis is not running at 127.0.0.1:6379: run scripts/ensure-redis"
+        ) from None
+    try:
+        yield name
+    finally:
+        keys = list(client.scan_iter(match=f"{name}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()

@@ -112,10 +112,7 @@ class WafLayer:
                 f"request body of {exchange.content_length} bytes is above the WAF "
                 f"inspection limit of {max_body} bytes",
             )
-        if exchange.has_body and any(
-            value.strip().lower() != b"identity"
-            for value in exchange.header_values(b"content-encoding")
-        ):
+        if exchange.body_encoded():
             # The engine reads bodies as sent; a compressed one would pass uninspected.
             raise UnsupportedMediaType(LAYER, "compressed request bodies cannot be inspected")
         return self._inspect(engine, exchange)

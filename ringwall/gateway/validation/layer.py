@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
-from ringwall.config.validation import ParamSpec, ValidateConfig
+from ringwall.config.validation import ParamSpec, ValidateConfig, is_json_media_type
 from ringwall.errors import BadRequest, UnsupportedMediaType, excerpt
 from ringwall.gateway.validation.json_body import (
     BodyInvalid,
@@ -79,8 +79,7 @@ class RouteValidation:
             _check_param("path parameter", param, exchange.params.get(param.name))
 
     def _check_content_type(self, exchange: Exchange) -> None:
-        encodings = exchange.header_values(b"content-encoding")
-        if exchange.has_body and any(value.strip().lower() != b"identity" for value in encodings):
+        if exchange.body_encoded():
             raise UnsupportedMediaType(
                 LAYER, "compressed request bodies are not accepted on this route"
             )
@@ -139,7 +138,7 @@ class RouteValidation:
         if not values:
             return not self.content_types  # no declared types: the body must be JSON
         media_type, _ = parse_content_type(values[0])
-        return media_type == "application/json" or media_type.endswith("+json")
+        return is_json_media_type(media_type)
 
     async def check_body(self, exchange: Exchange) -> None:
         """Read the whole body, check it as strict JSON against the schema, keep it to forward."""
