@@ -1,6 +1,6 @@
 """Set up the POST and WAF systems: a 1 KB JSON order, and the configs that receive it.
 
-Both route `/` to the backend; `ringwall-validated` also declares the
+Both route `/` to the backend. `ringwall-validated` also declares the
 body's content type and a JSON Schema, so every request is read whole,
 parsed strictly and validated before it is forwarded. wrk sends the same
 body with a Lua script.

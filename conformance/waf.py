@@ -1,9 +1,9 @@
 """Run the OWASP CRS 3.3.4 regression suite against a running Ringwall.
 
 The suite is a folder of FTW YAML files, one per CRS rule. This script starts
-a loopback backend that returns 200 for every request and a `ringwall run`
-gateway in front of it, with the WAF set up the way upstream ran the suite
-(detect mode, paranoia level 4, rule 910000 removed, three tx variables set).
+a loopback backend that returns 200 for every request, and a `ringwall run`
+gateway in front of it. The WAF is set up the way upstream ran the suite:
+detect mode, paranoia level 4, rule 910000 removed, three tx variables set.
 It sends each test's request bytes over a raw socket, reads the response and
 the security-log records of that request, and scores the test's expectations.
 

@@ -79,7 +79,7 @@ def run_bans(arguments: argparse.Namespace) -> int:
         return 1
     if status != 200:
         detail = body.get("detail", "") if isinstance(body, dict) else ""
-        print(f"admin API answered {status}: {detail}", file=sys.stderr)
+        print(f"admin API request failed with status {status}: {detail}", file=sys.stderr)
         return 1
     _print(action, body)
     return 0

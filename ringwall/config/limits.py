@@ -92,8 +92,8 @@ class LimitConfig(_Model):
     Key parts: `ip` (the client address; IPv6 grouped by `limits.ipv6_prefix`),
     `subject`, `api_key` (the key id), `route`, and `header:NAME`. A limit
     whose key has `subject` or `api_key` runs after authentication and
-    authorization, and counts only requests that pass them; any other runs
-    right after routing and counts every request that reaches it.
+    authorization, so it counts only requests that pass them. Any other limit
+    runs right after routing and counts every request that reaches it.
     """
 
     name: str
@@ -146,7 +146,7 @@ class StoreConfig(_Model):
     `embedded`: shared memory of one gateway, exact across its workers.
     `redis`: shared by every gateway instance using `url` (`redis://`,
     `rediss://`, `redis+sentinel://`, `redis+cluster://`). With Redis
-    unreachable, a limit does what its `on_store_failure` says, and
+    unreachable, each limit follows its `on_store_failure` setting, and
     `local_fallback` enforces limit / `instances` in the embedded store.
     """
 

@@ -3,8 +3,9 @@
 A route's `validate` block lists what a request may carry: its content
 types, its query and header parameters, patterns for its path parameters
 and, for JSON bodies, a JSON Schema (draft 2020-12). Anything else is
-refused before authentication sees the request: 415 for a content type or
-encoding not declared, 400 naming the part that failed.
+rejected after authentication and before authorization and the upstream:
+415 for a content type or encoding not declared, 400 naming the part that
+failed.
 """
 
 from __future__ import annotations

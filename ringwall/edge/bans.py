@@ -3,9 +3,9 @@
 A ban rule counts the rejections of the kinds it lists (statuses such as
 401 or 429, or the layers `waf` and `validation`) per client IP in a
 sliding window. More than `threshold` of them bans the IP for `ban`
-seconds; each new ban while the previous one's level is kept doubles the
-time, up to `max_ban`. A banned IP is refused at accept, before any of its
-requests is read, with 403. Every ban and unban goes to the audit log.
+seconds. Each new ban while the previous one's level is kept doubles the
+time, up to `max_ban`. A banned IP is rejected at accept with 403, before
+any of its requests is read. Every ban and unban goes to the audit log.
 
 The bans live in the state store: the embedded shared memory, so all
 workers of a gateway see a ban at once, or Redis, which every instance
@@ -64,10 +64,10 @@ def banned(client: str) -> Forbidden:
 
 
 class BanBackend(Protocol):
-    """Where bans and the rejection counts of ban rules are kept."""
+    """The store of bans and of the rejection counts of ban rules."""
 
     def active(self, client: str, now: float) -> bool:
-        """Return whether `client` is banned at `now`; never waits for I/O."""
+        """Return whether `client` is banned at `now`, from state in this process's memory."""
 
     def count(
         self, rule: BanRule, client: str, now: float

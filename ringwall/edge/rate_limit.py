@@ -1,7 +1,7 @@
 """Per-IP and per-header rate limits, before authentication.
 
 Edge limits (`limits.edge`) run before routing, so every request counts,
-including those answered 404. A route's limits whose key names no caller
+including those that get 404. A route's limits whose key names no caller
 (`ip`, `route`, `header:NAME`) run right after routing, before the body
 limit and authentication, so a flood of requests refused later still
 counts. Limits per caller run in `ringwall.gateway.quota`.

@@ -153,7 +153,7 @@ class Router:
             if not route.methods or method in route.methods:
                 return route, params
             if method == "OPTIONS" and route.route.cors is not None:
-                # A CORS preflight; the CORS layer answers it or refuses other OPTIONS.
+                # A CORS preflight. The CORS layer responds to it and rejects other OPTIONS.
                 return route, params
             allowed.update(route.methods)
         if allowed:

@@ -8,8 +8,8 @@ are problem+json. Endpoints:
     PUT    /bans/{client}    ban a client IP: {"duration": "10m", "reason": "..."}
     DELETE /bans/{client}    lift a ban
 
-Each worker serves the listener; they share the state store, so any
-worker's answer holds for the whole gateway. Bans and unbans are audited
+Each worker serves the listener. The workers share the state store, so a
+change made through any worker applies to the whole gateway. Bans and unbans are audited
 with the subject "admin-api".
 """
 
@@ -55,7 +55,7 @@ class _Problem(Exception):
 
 
 class AdminConnection(asyncio.Protocol):
-    """One admin API connection: requests are read and answered one at a time."""
+    """One admin API connection, which serves its requests one at a time."""
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
@@ -71,7 +71,7 @@ class AdminConnection(asyncio.Protocol):
         self.worker.admin_connections += 1
         if self.worker.admin_connections > MAX_CONNECTIONS:
             log.warning(
-                "admin connection refused: too many open",
+                "admin connection rejected: too many open connections",
                 extra={"layer": "admin", "open": self.worker.admin_connections},
             )
             self.transport.abort()
@@ -180,7 +180,10 @@ class AdminConnection(asyncio.Protocol):
         if admin is None:
             raise _Problem(404, "Not Found", "the admin API is not configured")
         if not _authorized(request, admin.token.reveal()):
-            log.warning("admin request refused: invalid token", extra={"layer": "admin"})
+            log.warning(
+                "admin request rejected: missing or invalid bearer token",
+                extra={"layer": "admin", "peer": _peer(self.transport)},
+            )
             raise _Problem(401, "Unauthorized", "a valid bearer token is required")
         method = request.method.decode("ascii")
         path = request.target.decode("ascii", "replace").split("?", 1)[0]
@@ -249,6 +252,11 @@ class AdminConnection(asyncio.Protocol):
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+def _peer(transport: asyncio.Transport | None) -> str:
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unknown"
 
 
 def _authorized(request: h11.Request, token: str) -> bool:

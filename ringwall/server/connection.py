@@ -561,7 +561,7 @@ class ClientConnection(asyncio.Protocol):
     def _parse_error(self, rejection: Rejection, data: bytes = b"") -> None:
         """Reject a request that broke the framing rules, after those queued before it.
 
-        `data` holds the bytes that failed to parse; a request whose line
+        `data` contains the bytes that failed to parse. A request whose line
         could not be parsed is described from them, for the WAF's record.
         """
         self._stop_parsing()

@@ -256,8 +256,8 @@ def test_runner_rule_942100(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_full_suite_keeps_its_pass_count(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The whole CRS 3.3.4 suite takes a few seconds, so CI runs all of it; the
-    # count may rise, and a fall means a change broke WAF coverage.
+    # The whole CRS 3.3.4 suite takes a few seconds, so CI runs all of it. The
+    # count may rise; a fall means a change broke WAF coverage.
     waf.main(["--results-dir", str(tmp_path)])
     capsys.readouterr()
     [results] = tmp_path.glob("crs-3.3.4-*.json")

@@ -240,16 +240,19 @@ def build_rules_text(config: WafConfig, main_file: Path = MAIN_FILE) -> str:
         f'SecRule &ARGS "@gt {config.max_args}" "id:{RULE_TOO_MANY_ARGS},phase:2,t:none,'
         f"log,deny,status:400,msg:'Too many arguments',severity:2\"",
     ]
+
     for offset, exclusion in enumerate(config.exclusions.targets):
         lines.append(
             f'SecAction "id:{FIRST_TARGET_EXCLUSION + offset},phase:1,pass,nolog,t:none,'
             f'ctl:ruleRemoveTargetById={exclusion.id};{exclusion.target}"'
         )
+
     lines.append(f"Include {_quote_path(CRS_SETUP)}")
     lines.extend(f"Include {_quote_path(path)}" for path in crs_rule_files())
     lines.extend(f"Include {_quote_path(path.resolve())}" for path in config.rules_files)
     lines.extend(f"SecRuleRemoveById {rule_id}" for rule_id in config.exclusions.ids)
     lines.extend(f'SecRuleRemoveByTag "{tag}"' for tag in config.exclusions.tags)
+
     # Reports the total score of a request that scored below the threshold.
     # A request at or above it reports its score in the message of rule 949110.
     lines.append(

@@ -1,9 +1,9 @@
 """The validation layer: a request must match its route's declared shape.
 
-Checked from the head: the content type (one media type from the route's
-list, a charset from its list, no Content-Encoding; otherwise 415), query,
-header and path parameters (names, types, patterns, required; 400 naming
-the parameter). For a route with a JSON body, the whole body is read (up to
+From the head it checks the content type: one media type and a charset
+from the route's lists, and no Content-Encoding, else 415. It checks query,
+header and path parameters (names, types, patterns, required), with a 400
+that names the parameter. For a route with a JSON body, the whole body is read (up to
 the route's body limit), parsed strictly, validated against the schema, and
 the bytes validated are the bytes forwarded. A 400 names the part that
 failed: a JSON pointer, a parameter name or a limit, never raw request bytes
