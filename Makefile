@@ -5,14 +5,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The benchmark's peers: nginx, nginx with ModSecurity and the OWASP CRS, and wrk.
 # Redis holds cluster-wide state, such as revoked tokens, and its tests use it.
-DEBIAN_PACKAGES := nginx-light wrk libnginx-mod-http-modsecurity modsecurity-crs redis-server
+# gcc and python3-dev build the C extension ringwall.state._native.
+DEBIAN_PACKAGES := nginx-light wrk libnginx-mod-http-modsecurity modsecurity-crs redis-server \
+	python3-venv python3-dev gcc
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint bench waf-conformance clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py ringwall/state/_native.c
 	@./scripts/install-debian-packages $(DEBIAN_PACKAGES)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
@@ -40,3 +42,4 @@ waf-conformance: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find ringwall -name '*.so' -delete

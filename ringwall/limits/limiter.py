@@ -31,6 +31,7 @@ from ringwall.limits.window import Quota, WindowDecision
 if TYPE_CHECKING:
     from ringwall.exchange import Exchange
     from ringwall.gateway.identity import Identity
+    from ringwall.state._native import RateTable
 
 log = logging.getLogger("ringwall.limits")
 
@@ -225,6 +226,8 @@ class Limiter:
         self.unavailable = unavailable
         self.failures = 0
         self._outage = False
+        # The C rate check of the embedded store, when it has one.
+        self._native_rates: RateTable | None = getattr(local, "native_rates", None)
 
     def check(
         self, exchange: Exchange, limits: Sequence[CompiledLimit], layer: str
@@ -240,19 +243,29 @@ class Limiter:
             limit = limits[0]
             key = self.keys.key(limit, exchange)
             assert key is not None  # an IP is always known
-            outcome: Outcome = local.check_rate(key, ip_rate, now)
-            if outcome.allowed:
-                state = b"%b;r=%d;t=%d" % (
-                    limit.item,
-                    outcome.remaining,
-                    _reset(outcome.reset, key),
-                )
-                fields = [(b"RateLimit-Policy", limit.default[1]), (b"RateLimit", state)]
-                if exchange.response_headers:
-                    fields = [*exchange.response_headers, *fields]
-                exchange.response_headers = fields
-                return None
-            _finish(exchange, [(limit, limit.default[1], key, outcome)], layer)
+            native = self._native_rates
+            checked = (
+                native.check(key, now, ip_rate.interval, ip_rate.capacity, limit.item)
+                if native is not None
+                else None
+            )
+            if isinstance(checked, bytes):
+                state = checked
+            else:
+                if checked is None:
+                    # No C check, or its stripe lock is taken: the Python check waits for it.
+                    outcome: Outcome = local.check_rate(key, ip_rate, now)
+                else:
+                    outcome = _new_tuple(Decision, (False, *checked))
+                if not outcome.allowed:
+                    _finish(exchange, [(limit, limit.default[1], key, outcome)], layer)
+                reset = _reset(outcome.reset, key)
+                state = b"%b;r=%d;t=%d" % (limit.item, outcome.remaining, reset)
+            fields = [(b"RateLimit-Policy", limit.default[1]), (b"RateLimit", state)]
+            if exchange.response_headers:
+                fields = [*exchange.response_headers, *fields]
+            exchange.response_headers = fields
+            return None
         results: list[_Result] = []
         for limit in limits:
             spec, policy = limit.plan_for(exchange.identity)
@@ -375,3 +388,5 @@ def _reset(seconds: float, key: bytes) -> int:
 
 
 _JITTER_STEP = 0.1 / 256
+# tuple.__new__(Decision, fields) builds the NamedTuple without its Python-level __new__.
+_new_tuple = tuple.__new__

@@ -45,6 +45,10 @@ instead of hanging. A semaphore stays taken when its holder dies, so each
 stripe records its holder's pid, and the supervisor must call
 `recover_locks(pid)` after it reaps a worker.
 
+The C extension `ringwall.state._native` runs `check_rate`'s common case
+(`native_rates`), on the same mapping and locks, with equal results. The
+Python version stays as the reference and as the path for a contended lock.
+
 Keys are opaque bytes chosen by the caller, one namespace per region. Two
 limits that use the same key in the same region share one state, so the
 caller puts the limit's name into the key.
@@ -66,6 +70,11 @@ from math import floor
 from ringwall.errors import RingwallError
 from ringwall.limits.gcra import _EPSILON, Decision, Rate
 from ringwall.limits.window import Counts, Quota, WindowDecision, decide_window, roll
+
+try:
+    from ringwall.state._native import RateTable
+except ImportError:  # not built: `pip install -e .` compiles it
+    RateTable = None  # type: ignore[assignment,misc]
 
 log = logging.getLogger("ringwall.state")
 
@@ -232,6 +241,17 @@ class SharedStore:
         # BufferError while a view exists.
         self._owners = memoryview(memory)[: _STRIPES * _STRIPE_BYTES].cast("i")
         self._floats = memoryview(memory).cast("d")
+        # The C version of check_rate's common case, or None when the
+        # extension is not built. It shares this mapping and these locks.
+        self.native_rates: RateTable | None = None
+        if RateTable is not None:
+            self.native_rates = RateTable(
+                memory,
+                layout.buckets,
+                layout.rate_offset,
+                tuple(self._acquires),
+                tuple(self._releases),
+            )
 
     @classmethod
     def create(
@@ -272,10 +292,17 @@ class SharedStore:
                 "bucket of the shared store and evict other keys' limits. Unset it in "
                 "production."
             )
+        if RateTable is None:
+            log.warning(
+                "the C extension ringwall.state._native is not built, so rate limits use the "
+                "slower Python check. Reinstall with `pip install -e .` to build it."
+            )
         return cls(memory, layout, locks, lock_timeout)
 
     def close(self) -> None:
         """Unmap the shared memory in this process. Later calls in this process raise ValueError."""
+        if self.native_rates is not None:
+            self.native_rates.release()
         self._owners.release()
         self._floats.release()
         self._memory.close()

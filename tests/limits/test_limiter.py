@@ -3,10 +3,12 @@
 from typing import Any
 
 from ringwall.config.limits import LimitConfig
+from ringwall.errors import TooManyRequests
 from ringwall.exchange import Exchange
 from ringwall.gateway.identity import Identity
-from ringwall.limits.limiter import CompiledLimit, KeyBuilder
+from ringwall.limits.limiter import CompiledLimit, KeyBuilder, Limiter
 from ringwall.limits.window import Quota
+from ringwall.state.shared import SharedStore
 
 
 def exchange(identity: Identity | None = None, client_ip: str = "203.0.113.9") -> Exchange:
@@ -58,3 +60,44 @@ def test_tier_picked_by_role() -> None:
     assert spec == Quota(100, 86400.0)
     assert policy == b'"daily";q=100;w=86400'
     assert limit.plan_for(None)[0] == Quota(10, 86400.0)
+
+
+def run_fast_path(use_c: bool) -> list[object]:
+    """Send three requests through a 2/min per-IP limit and return what each one got."""
+    store = SharedStore.create(capacity=64, workers=1)
+    if not use_c:
+        store.native_rates = None
+    limiter = Limiter(store, KeyBuilder(64), clock=lambda: 1_800_000_000.0)
+    limit = compiled(name="per-ip", key=["ip"], rate="2/min")
+    outcomes: list[object] = []
+    try:
+        for _ in range(3):
+            request = exchange()
+            try:
+                assert limiter.check(request, (limit,), "rate_limit") is None
+                outcomes.append(request.response_headers)
+            except TooManyRequests as refused:
+                outcomes.append(refused.headers)
+    finally:
+        store.close()
+    return outcomes
+
+
+def test_fast_path_same_with_and_without_c() -> None:
+    with_c = run_fast_path(use_c=True)
+    assert with_c == run_fast_path(use_c=False)
+    first, second, third = with_c
+    policy = (b"RateLimit-Policy", b'"per-ip";q=2;w=60')
+    # The reset time carries up to 0.1 s of jitter, so t is rounded up to 31 or 61 at most.
+    assert first in (
+        [policy, (b"RateLimit", b'"per-ip";r=1;t=30')],
+        [policy, (b"RateLimit", b'"per-ip";r=1;t=31')],
+    )
+    assert second in (
+        [policy, (b"RateLimit", b'"per-ip";r=0;t=60')],
+        [policy, (b"RateLimit", b'"per-ip";r=0;t=61')],
+    )
+    assert isinstance(third, tuple)
+    assert third[0] == ("Retry-After", "30")
+    assert third[1] == ("RateLimit-Policy", '"per-ip";q=2;w=60')
+    assert third[2][1] in ('"per-ip";r=0;t=60', '"per-ip";r=0;t=61')

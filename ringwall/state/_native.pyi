@@ -1,0 +1,20 @@
+from collections.abc import Callable
+
+class RateTable:
+    """The GCRA region of a SharedStore mapping, checked in C."""
+
+    def __init__(
+        self,
+        memory: object,
+        buckets: int,
+        rate_offset: int,
+        acquires: tuple[Callable[..., bool], ...],
+        releases: tuple[Callable[[], None], ...],
+    ) -> None: ...
+    def check(
+        self, key: bytes, now: float, interval: float, capacity: float, item: bytes
+    ) -> bytes | tuple[float, int, float, float] | None: ...
+    def release(self) -> None: ...
+
+def owner_pid() -> int:
+    """Return the pid that this process writes into a stripe record while it holds the lock."""
