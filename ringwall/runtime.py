@@ -258,7 +258,11 @@ class Runtime:
         if limits.store.kind == "redis":
             from ringwall.state.redis_bans import RedisBans
 
-            redis_bans = RedisBans(self._redis_client(config), limits.store.key_prefix)
+            redis_bans = RedisBans(
+                self._redis_client(config),
+                limits.store.key_prefix,
+                fallback=EmbeddedBans(self._shared_store(config)),
+            )
             loop.call_soon(redis_bans.start, loop)
             self._closers.append(redis_bans.close)
             backend = redis_bans

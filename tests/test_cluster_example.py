@@ -96,3 +96,9 @@ def test_ban_reaches_both_instances_and_is_lifted(
     assert main(["bans", "remove", "127.0.0.1", "-c", str(CONFIG)]) == 0
     assert wait_for(lambda: status(first, b"/limited") == 200, seconds=1.0)
     assert wait_for(lambda: status(second, b"/limited") == 200, seconds=1.0)
+
+    # The rule's count in Redis went with the ban, so one more 401 does not ban again.
+    assert status(second, b"/private") == 401
+    time.sleep(0.6)  # longer than a ban list poll
+    assert status(first, b"/limited") == 200
+    assert status(second, b"/limited") == 200

@@ -79,8 +79,12 @@ class BanBackend(Protocol):
     ) -> Awaitable[BanEntry] | BanEntry:
         """Ban `client` for `seconds`, replacing any ban of it."""
 
-    def remove(self, client: str) -> Awaitable[bool] | bool:
-        """Lift the ban of `client`; return whether it had one."""
+    def remove(self, client: str, rules: tuple[BanRule, ...]) -> Awaitable[bool] | bool:
+        """Lift the ban of `client`, drop its counts under `rules`, and return whether it had a ban.
+
+        Without the counts dropped, the next rejection after an unban would
+        ban the client again at once.
+        """
 
     def entries(self, now: float) -> Awaitable[list[BanEntry]] | list[BanEntry]:
         """Return the bans in force at `now`."""
@@ -120,7 +124,9 @@ class EmbeddedBans:
         self.store.set_ban(_key(client), now + seconds, 0, reason, now=now)
         return BanEntry(client, now + seconds, 0, reason)
 
-    def remove(self, client: str) -> bool:
+    def remove(self, client: str, rules: tuple[BanRule, ...]) -> bool:
+        for rule in rules:
+            self.store.forget_events(_rule_key(rule, client))
         return self.store.remove_ban(_key(client))
 
     def entries(self, now: float) -> list[BanEntry]:

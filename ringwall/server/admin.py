@@ -226,7 +226,7 @@ class AdminConnection(asyncio.Protocol):
             "ban.removed", client, "lifted by an administrator", subject=ADMIN_SUBJECT
         ):
             raise _Problem(503, "Service Unavailable", "the audit record could not be written")
-        removed = await _resolve(bans.backend.remove(client))
+        removed = await _resolve(bans.backend.remove(client, bans.rules))
         if not removed:
             raise _Problem(404, "Not Found", f"{client} is not banned")
         log.warning("ban lifted by the admin API", extra={"layer": "ban", "client": client})

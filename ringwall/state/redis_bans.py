@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 
 from ringwall.config.limits import BanRule
-from ringwall.edge.bans import BanEntry
+from ringwall.edge.bans import BanEntry, EmbeddedBans
 from ringwall.state.redis_client import RedisClient, RedisReplyError, RedisUnavailable, Script
+from ringwall.state.shared import StoreError
 
 log = logging.getLogger("ringwall.bans")
 
@@ -104,9 +105,16 @@ class RedisBans:
     """Bans kept in Redis and copied into memory by a polling task."""
 
     def __init__(
-        self, client: RedisClient, prefix: str, clock: Callable[[], float] = time.time
+        self,
+        client: RedisClient,
+        prefix: str,
+        clock: Callable[[], float] = time.time,
+        *,
+        fallback: EmbeddedBans | None = None,
     ) -> None:
         self.client = client
+        # Counts and bans in this gateway's shared memory while Redis is unreachable.
+        self.fallback = fallback
         self.list_key = f"{prefix}{{bans}}:list".encode()
         self.version_key = f"{prefix}{{bans}}:version".encode()
         self._version: bytes | None = None
@@ -128,10 +136,14 @@ class RedisBans:
 
     def active(self, client: str, now: float) -> bool:
         until = self._active.get(client)
-        return until is not None and until > now
+        if until is not None and until > now:
+            return True
+        if self._failing and self.fallback is not None:
+            return self.fallback.active(client, now)
+        return False
 
     async def count(self, rule: BanRule, client: str, now: float) -> BanEntry | None:
-        counter = f"{self.prefix}{{bans}}:count:{rule.name}:{client}".encode()
+        counter = self._counter(rule, client)
         try:
             reply = await self.client.evalsha(
                 _COUNT,
@@ -148,7 +160,17 @@ class RedisBans:
             )
         except (RedisUnavailable, RedisReplyError) as exc:
             self._failed(exc)
-            return None
+            if self.fallback is None:
+                return None
+            # NOTE: a ban made here is enforced by this gateway only, until it
+            # ends. It is not copied to Redis when Redis returns.
+            try:
+                return self.fallback.count(rule, client, now)
+            except StoreError as local_exc:
+                log.warning(
+                    "rejection not counted", extra={"layer": "ban", "error": str(local_exc)}
+                )
+                return None
         if not isinstance(reply, list) or len(reply) != 2:
             return None
         until = float(reply[0])
@@ -163,11 +185,19 @@ class RedisBans:
         self._active[client] = until
         return BanEntry(client, until, 0, reason)
 
-    async def remove(self, client: str) -> bool:
+    async def remove(self, client: str, rules: tuple[BanRule, ...]) -> bool:
+        if self.fallback is not None:
+            self.fallback.remove(client, rules)
+        if rules:
+            await self.client.execute(b"DEL", *(self._counter(rule, client) for rule in rules))
         removed = await self.client.execute(b"HDEL", self.list_key, client)
         await self.client.execute(b"INCR", self.version_key)
         self._active.pop(client, None)
         return removed == 1
+
+    def _counter(self, rule: BanRule, client: str) -> bytes:
+        """Return the key of the rejection counter of `rule` for `client`."""
+        return f"{self.prefix}{{bans}}:count:{rule.name}:{client}".encode()
 
     async def entries(self, now: float) -> list[BanEntry]:
         reply = await self.client.execute(b"HGETALL", self.list_key)
@@ -203,8 +233,13 @@ class RedisBans:
     def _failed(self, exc: Exception) -> None:
         if not self._failing:
             self._failing = True
+            local = (
+                ", and rejections are counted in this gateway's shared memory until it returns"
+                if self.fallback is not None
+                else ""
+            )
             log.error(
-                "cannot reach the ban list in Redis; the last copy stays in force",
+                f"cannot reach the ban list in Redis; the last copy stays in force{local}",
                 extra={"layer": "ban", "error": str(exc)},
             )
 

@@ -3,9 +3,8 @@
 The supervisor is to create one `SharedStore` before it forks the workers.
 Every worker then inherits the same anonymous `MAP_SHARED` mapping and the
 same locks, so limits are exact across the workers of one gateway without
-a server.
-NOTE: ringwall/server/supervisor.py creates the store, but it does not call
-`recover_locks` and `clear_worker` when it reaps a worker yet.
+a server. When the supervisor reaps a worker, it calls `recover_locks`
+and `clear_worker` with the worker's pid and index.
 
 Layout. The mapping starts with one 64-byte record per lock stripe (the
 owner's pid and counters), followed by four regions: GCRA rates, sliding
@@ -476,6 +475,23 @@ class SharedStore:
         # weighted by the share of it still inside the sliding window.
         weight = 1.0 - (now - counts.start) / quota.window
         return counts.previous * weight + counts.current
+
+    def forget_events(self, key: bytes) -> bool:
+        """Drop the window counts of `key`, and return whether the store had them."""
+        tag, bucket = self._locate(key)
+        stripe = bucket % _STRIPES
+        base = self._window_offset + bucket * _WINDOW_BUCKET_BYTES
+        self._acquire(stripe)
+        try:
+            slot = _find_slot(self._memory, tag, base)
+            if slot < 0:
+                return False
+            offset = base + _TAGS_BYTES + slot * _WINDOW_SLOT_BYTES
+            self._memory[offset : offset + _WINDOW_SLOT_BYTES] = bytes(_WINDOW_SLOT_BYTES)
+            self._write_tag(base, slot, 0)
+        finally:
+            self._release(stripe)
+        return True
 
     def _read_counts(self, base: int, slot: int) -> Counts:
         if slot < 0:

@@ -113,6 +113,18 @@ def test_admin_lists_and_lifts_ban(gateway: GatewayThread, tmp_path: Path) -> No
     assert audit_actions(tmp_path, 2) == [("ban.added", "127.0.0.1"), ("ban.removed", "127.0.0.1")]
 
 
+def test_lifted_ban_starts_counting_afresh(gateway: GatewayThread) -> None:
+    trip_rule(gateway)
+    status, _ = admin(gateway, "DELETE", "/bans/127.0.0.1")
+    assert status == 200
+    # The rule's count was dropped with the ban: three 401s are within the threshold again.
+    for _ in range(3):
+        assert get(gateway, "/private") == 401
+    assert get(gateway, "/public") == 200
+    assert get(gateway, "/private") == 401
+    assert get(gateway, "/public") == 403
+
+
 def test_admin_adds_ban(gateway: GatewayThread) -> None:
     status, body = admin(gateway, "PUT", "/bans/127.0.0.1", {"duration": "1m", "reason": "test"})
     assert status == 200

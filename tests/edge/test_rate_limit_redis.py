@@ -28,6 +28,8 @@ server:
   timeouts: {{drain: 1s}}
 limits:
   store: {{kind: redis, url: "redis://127.0.0.1:{redis_port}", timeout: 200ms, instances: 3}}
+  bans:
+    - {{name: not-found, rejections: [404], threshold: 3, window: 60s, ban: 30s, max_ban: 1h}}
 upstreams:
   app:
     targets: ["http://127.0.0.1:{upstream_port}"]
@@ -116,3 +118,16 @@ def test_limits_exact_on_redis_cluster(upstream: RawUpstream, tmp_path: Path) ->
             first.stop()
     assert results.count(200) == 6
     assert results.count(429) == 4
+
+
+def test_bans_counted_locally_during_outage(gateway: Gateway, redis_server: RedisProcess) -> None:
+    redis_server.stop(signal.SIGKILL)
+    assert statuses(gateway, "/fail_open", 2) == [200, 200]
+    # Four 404s pass the threshold of three; the shared memory of the two workers counts them.
+    assert statuses(gateway, "/nowhere", 4) == [404] * 4
+    deadline = time.monotonic() + 2
+    while get(gateway, "/fail_open").status != 403 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    refused = get(gateway, "/fail_open")
+    assert refused.status == 403
+    assert refused.json()["layer"] == "ban"

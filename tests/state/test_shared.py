@@ -272,6 +272,17 @@ def test_count_event_counts_every_event(store: SharedStore) -> None:
     assert store.count_event(b"client", quota, start + 30.0) == 1.0
 
 
+def test_forget_events_drops_counts(store: SharedStore) -> None:
+    quota = Quota(100, 10.0)
+    for _ in range(3):
+        store.count_event(b"client", quota, NOW)
+    store.count_event(b"other", quota, NOW)
+    assert store.forget_events(b"client") is True
+    assert store.forget_events(b"client") is False
+    assert store.count_event(b"client", quota, NOW) == 1.0
+    assert store.count_event(b"other", quota, NOW) == 2.0
+
+
 def test_count_event_and_check_window_share_state(store: SharedStore) -> None:
     quota = Quota(limit=2, window=60.0)
     store.count_event(b"client", quota, NOW)
