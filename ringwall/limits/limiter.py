@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ringwall.config.limits import LimitConfig, RateSpec, StoreFailure
-from ringwall.errors import ServiceUnavailable, TooManyRequests
+from ringwall.errors import RingwallError, ServiceUnavailable, TooManyRequests
 from ringwall.limits.gcra import Decision, Rate
 from ringwall.limits.window import Quota, WindowDecision
 
@@ -53,6 +53,8 @@ class LocalStore(Protocol):
     def check_window(
         self, key: bytes, quota: Quota, now: float, cost: int = 1
     ) -> WindowDecision: ...
+
+    def count_store_failure(self) -> None: ...
 
 
 class RemoteStore(Protocol):
@@ -314,6 +316,10 @@ class Limiter:
     ) -> Outcome | None:
         """Apply the limit's store failure mode; return None to skip the limit."""
         self.failures += 1
+        try:
+            self.local.count_store_failure()
+        except RingwallError as count_exc:  # the embedded store is busy
+            log.warning("store failure not counted", extra={"error": str(count_exc)})
         if not self._outage:
             self._outage = True
             log.error(

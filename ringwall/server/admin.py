@@ -7,6 +7,7 @@ are problem+json. Endpoints:
     GET    /bans             the bans in force
     PUT    /bans/{client}    ban a client IP: {"duration": "10m", "reason": "..."}
     DELETE /bans/{client}    lift a ban
+    GET    /metrics          counters in the Prometheus text format
 
 Each worker serves the listener. The workers share the state store, so a
 change made through any worker applies to the whole gateway. Bans and unbans are audited
@@ -29,6 +30,7 @@ import h11
 
 from ringwall.config.types import parse_duration
 from ringwall.errors import RingwallError
+from ringwall.server import metrics
 
 if TYPE_CHECKING:
     from ringwall.edge.bans import BanEntry, Bans
@@ -136,7 +138,10 @@ class AdminConnection(asyncio.Protocol):
     async def _serve(self, request: h11.Request, body: bytes) -> None:
         try:
             status, document = await self._handle(request, body)
-            self._send(status, "application/json", document)
+            if isinstance(document, str):
+                self._send_data(status, metrics.CONTENT_TYPE, document.encode())
+            else:
+                self._send(status, "application/json", document)
         except _Problem as problem:
             self._send(
                 problem.status,
@@ -174,7 +179,9 @@ class AdminConnection(asyncio.Protocol):
             return
         self._next()
 
-    async def _handle(self, request: h11.Request, body: bytes) -> tuple[int, dict[str, Any]]:
+    async def _handle(
+        self, request: h11.Request, body: bytes
+    ) -> tuple[int, dict[str, Any] | str]:
         runtime = self.worker.runtime
         admin = runtime.config.admin
         if admin is None:
@@ -188,6 +195,9 @@ class AdminConnection(asyncio.Protocol):
         method = request.method.decode("ascii")
         path = request.target.decode("ascii", "replace").split("?", 1)[0]
         bans = runtime.bans
+        if path == "/metrics" and method == "GET":
+            counters = runtime.shared.counters() if runtime.shared is not None else {}
+            return 200, metrics.render(counters)
         if path == "/bans" and method == "GET":
             entries = await _resolve(self._bans(bans).backend.entries(self._bans(bans).clock()))
             return 200, {"bans": [_entry_json(entry) for entry in entries]}
@@ -233,7 +243,9 @@ class AdminConnection(asyncio.Protocol):
         return 200, {"removed": client}
 
     def _send(self, status: int, content_type: str, document: dict[str, Any]) -> None:
-        data = json.dumps(document).encode() + b"\n"
+        self._send_data(status, content_type, json.dumps(document).encode() + b"\n")
+
+    def _send_data(self, status: int, content_type: str, data: bytes) -> None:
         headers = [
             ("Content-Type", content_type),
             ("Content-Length", str(len(data))),

@@ -97,6 +97,7 @@ _WINDOW_EVICTIONS = 16
 _BAN_EVICTIONS = 24
 _CONNECTIONS_FULL = 32
 _CONNECTIONS_OPEN = 40
+_STORE_FAILURES = 48
 
 _TAG = struct.Struct("=q")
 _TAGS = struct.Struct("=8q")
@@ -813,6 +814,31 @@ class SharedStore:
             "ban_entries": ban_entries,
             "ban_evictions": self._sum_counter(_BAN_EVICTIONS),
             "bytes": layout.size,
+        }
+
+    def count_store_failure(self) -> None:
+        """Count one limit check that could not reach the remote store (Redis)."""
+        stripe = _pid % _STRIPES  # spreads the workers of one outage over the stripes
+        self._acquire(stripe)
+        try:
+            self._count(stripe, _STORE_FAILURES)
+        finally:
+            self._release(stripe)
+
+    def counters(self) -> dict[str, int]:
+        """Return the counters of all workers: evictions, full tables, failures, open connections.
+
+        Unlike `stats`, it reads 64 records and no table, so it is cheap enough
+        for a metrics scrape. The numbers are read without locks.
+        """
+        self._check_open()
+        return {
+            "rate_evictions": self._sum_counter(_RATE_EVICTIONS),
+            "window_evictions": self._sum_counter(_WINDOW_EVICTIONS),
+            "ban_evictions": self._sum_counter(_BAN_EVICTIONS),
+            "connections_full": self._sum_counter(_CONNECTIONS_FULL),
+            "store_failures": self._sum_counter(_STORE_FAILURES),
+            "connections": self.connections_total(),
         }
 
     # Locks and shared helpers.

@@ -125,6 +125,25 @@ def test_lifted_ban_starts_counting_afresh(gateway: GatewayThread) -> None:
     assert get(gateway, "/public") == 403
 
 
+def test_admin_serves_metrics(gateway: GatewayThread) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.admin_port, timeout=5)
+    try:
+        connection.request("GET", "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        response = connection.getresponse()
+        text = response.read().decode()
+    finally:
+        connection.close()
+    assert response.status == 200
+    assert response.getheader("Content-Type") == "text/plain; version=0.0.4; charset=utf-8"
+    assert "ringwall_limit_store_failures_total 0" in text.splitlines()
+    assert "ringwall_ban_evictions_total 0" in text.splitlines()
+
+
+def test_admin_metrics_needs_the_token(gateway: GatewayThread) -> None:
+    status, _ = admin(gateway, "GET", "/metrics", token="x" * 40)
+    assert status == 401
+
+
 def test_admin_adds_ban(gateway: GatewayThread) -> None:
     status, body = admin(gateway, "PUT", "/bans/127.0.0.1", {"duration": "1m", "reason": "test"})
     assert status == 200

@@ -1,13 +1,15 @@
 """Keys and RateLimit fields of the limiter, without sockets."""
 
+import asyncio
 from typing import Any
 
 from ringwall.config.limits import LimitConfig
 from ringwall.errors import TooManyRequests
 from ringwall.exchange import Exchange
 from ringwall.gateway.identity import Identity
-from ringwall.limits.limiter import CompiledLimit, KeyBuilder, Limiter
-from ringwall.limits.window import Quota
+from ringwall.limits.gcra import Decision, Rate
+from ringwall.limits.limiter import CompiledLimit, KeyBuilder, Limiter, StoreUnavailable
+from ringwall.limits.window import Quota, WindowDecision
 from ringwall.state.shared import SharedStore
 
 
@@ -101,3 +103,25 @@ def test_fast_path_same_with_and_without_c() -> None:
     assert third[0] == ("Retry-After", "30")
     assert third[1] == ("RateLimit-Policy", '"per-ip";q=2;w=60')
     assert third[2][1] in ('"per-ip";r=0;t=60', '"per-ip";r=0;t=61')
+
+
+class UnreachableStore:
+    async def check_rate(self, key: bytes, rate: Rate, cost: int = 1) -> Decision:
+        raise StoreUnavailable("connection refused")
+
+    async def check_window(self, key: bytes, quota: Quota, cost: int = 1) -> WindowDecision:
+        raise StoreUnavailable("connection refused")
+
+
+def test_store_failures_counted_in_shared_memory() -> None:
+    store = SharedStore.create(capacity=64, workers=1)
+    limiter = Limiter(store, KeyBuilder(64), remote=UnreachableStore())
+    limit = compiled(name="per-ip", key=["ip"], rate="5/min", on_store_failure="fail_open")
+    try:
+        for _ in range(3):
+            pending = limiter.check(exchange(), (limit,), "rate_limit")
+            assert pending is not None
+            asyncio.run(pending)  # type: ignore[arg-type]
+        assert store.counters()["store_failures"] == 3
+    finally:
+        store.close()
