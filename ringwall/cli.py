@@ -1,4 +1,7 @@
-"""The `ringwall` command: run, check, demo, and the state commands (keys, token, revoke, bans)."""
+"""The `ringwall` command: run, check, demo, certs, and the state commands.
+
+The state commands are keys, token, revoke and bans.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from pathlib import Path
 
 from ringwall import __version__
 from ringwall.bans_cli import add_bans_parser, run_bans
+from ringwall.certs_cli import add_certs_parser, run_certs
 from ringwall.config.load import load_config
 from ringwall.config.model import Config
 from ringwall.config.types import parse_listen_address
@@ -56,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_revoke_parser(commands)
     add_bans_parser(commands)
     add_openapi_parser(commands)
+    add_certs_parser(commands)
 
     demo = commands.add_parser("demo", help="run the demo backend with the gateway in front of it")
     demo.add_argument(
@@ -84,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_bans(arguments)
     if arguments.command == "import-openapi":
         return run_import_openapi(arguments)
+    if arguments.command == "certs":
+        return run_certs(arguments)
     if arguments.command == "run":
         from ringwall.server.supervisor import Overrides, serve
 

@@ -1,0 +1,1 @@
+"""TLS support: certificates for development (`devca`)."""
