@@ -16,7 +16,11 @@ operation:
 - the request body's media types become `validate.content_types`, and the
   schema of its JSON media type becomes `validate.json.schema`, a
   self-contained JSON Schema (draft 2020-12): local `$ref`s are inlined
-  (recursive ones go to `$defs`) and OpenAPI 3.0 keywords are rewritten.
+  (recursive ones go to `$defs`) and OpenAPI 3.0 keywords are rewritten;
+- the object schema of an application/x-www-form-urlencoded or
+  multipart/form-data body becomes `validate.form.fields`, one field per
+  property with the checks of a query parameter, and `type: file` for a
+  binary property of a multipart-only body.
 
 Query parameters that the document does not declare get 400 unless
 `additional_query` is true. A GET operation also gets HEAD unless the path
@@ -41,7 +45,12 @@ from urllib.parse import unquote
 from pydantic import ValidationError
 
 from ringwall.config.model import Route
-from ringwall.config.validation import ParamSpec
+from ringwall.config.validation import (
+    FORM_MEDIA_TYPES,
+    MULTIPART_FORM_DATA,
+    FormBodySpec,
+    ParamSpec,
+)
 from ringwall.errors import RingwallError, excerpt
 from ringwall.gateway.validation.json_body import JsonSchemaValidator
 
@@ -60,8 +69,9 @@ _DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 _OPENAPI_31_DIALECT = "https://spec.openapis.org/oas/3.1/dialect/base"
 _DIALECTS = frozenset({_DRAFT_2020_12, _DRAFT_2020_12 + "#", _OPENAPI_31_DIALECT})
 
-# The parameter names and media types that ValidateConfig accepts.
+# The parameter names, form field names and media types that ValidateConfig accepts.
 _PARAM_NAME = re.compile(r"[A-Za-z0-9_.~-]{1,128}")
+_FORM_FIELD_NAME = re.compile(r"[!#-\[\]-~]{1,256}")
 _MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _MAX_PARAM_LENGTH = 65536
 # OpenAPI 3.0.3 and 3.1.0 (Parameter Object, field `name`) ignore header
@@ -564,8 +574,13 @@ class _Importer:
             raise OpenApiError(schema_pointer, _first_error(exc)) from None
         return spec
 
-    def _param_type(self, schema: dict[str, Any], pointer: str, name: str) -> str | None:
-        """Return the ParamSpec type of a parameter schema, "any" for no check, None to skip."""
+    def _param_type(
+        self, schema: dict[str, Any], pointer: str, name: str, kind: str = "parameter"
+    ) -> str | None:
+        """Return the ParamSpec type of a parameter schema, "any" for no check, None to skip.
+
+        `kind` names what the schema describes in warnings, such as "form field".
+        """
         declared = schema.get("type")
         if isinstance(declared, str):
             types = [declared]
@@ -577,10 +592,10 @@ class _Importer:
             raise OpenApiError(join_pointer(pointer, "type"), "expected a type name or a list")
         if not types:
             if any(keyword in schema for keyword in _UNCHECKED_PARAM_KEYWORDS):
-                self.warn(pointer, f"parameter {name} has no type: only its length is checked")
+                self.warn(pointer, f"{kind} {name} has no type: only its length is checked")
             return "any"
         if len(types) > 1:
-            self.warn(pointer, f"parameter {name} has several types: only its length is checked")
+            self.warn(pointer, f"{kind} {name} has several types: only its length is checked")
             return "any"
         if types[0] in ("array", "object"):
             self.warn(
@@ -596,7 +611,12 @@ class _Importer:
         return types[0]
 
     def _param_constraints(
-        self, schema: dict[str, Any], param_type: str, pointer: str, name: str
+        self,
+        schema: dict[str, Any],
+        param_type: str,
+        pointer: str,
+        name: str,
+        kind: str = "parameter",
     ) -> dict[str, Any]:
         constraints: dict[str, Any] = {}
         unchecked = [keyword for keyword in _UNCHECKED_PARAM_KEYWORDS if keyword in schema]
@@ -613,7 +633,7 @@ class _Importer:
         if param_type == "string" and isinstance(schema.get("maxLength"), int):
             constraints["max_length"] = min(schema["maxLength"], _MAX_PARAM_LENGTH)
             if schema["maxLength"] > _MAX_PARAM_LENGTH:
-                self.warn(pointer, f"parameter {name}: maxLength capped at {_MAX_PARAM_LENGTH}")
+                self.warn(pointer, f"{kind} {name}: maxLength capped at {_MAX_PARAM_LENGTH}")
         if param_type in ("integer", "number"):
             minimum, maximum, inclusive = self._bounds(schema, param_type)
             if minimum is not None:
@@ -623,7 +643,7 @@ class _Importer:
             if inclusive:
                 unchecked.append("exclusiveMinimum or exclusiveMaximum (checked as inclusive)")
         if unchecked:
-            self.warn(pointer, f"parameter {name}: {', '.join(unchecked)} not checked")
+            self.warn(pointer, f"{kind} {name}: {', '.join(unchecked)} not checked")
         return constraints
 
     def _bounds(
@@ -667,7 +687,7 @@ class _Importer:
     # Request bodies
 
     def _body_block(self, operation: dict[str, Any], operation_pointer: str) -> dict[str, Any]:
-        """Return the content_types, charsets, json and body_required keys of an operation."""
+        """Return the content_types, charsets, json, form and body_required keys of an operation."""
         if "requestBody" not in operation:
             return {}
         body, pointer = self.dereference(
@@ -683,6 +703,7 @@ class _Importer:
         content_types: list[str] = []
         charsets: set[str] = set()
         json_media: list[tuple[str, dict[str, Any], str]] = []
+        form_media: list[tuple[str, dict[str, Any], str]] = []
         any_type = False
         for key, media in content.items():
             media_pointer = join_pointer(content_pointer, key)
@@ -702,6 +723,8 @@ class _Importer:
                 charsets.add(charset)
             if _is_json(media_type):
                 json_media.append((media_type, media, media_pointer))
+            elif media_type in FORM_MEDIA_TYPES:
+                form_media.append((media_type, media, media_pointer))
 
         block: dict[str, Any] = {}
         if any_type or not content_types:
@@ -716,17 +739,28 @@ class _Importer:
         block["content_types"] = content_types
         if charsets - {"utf-8"}:
             block["charsets"] = ["utf-8", *sorted(charsets - {"utf-8"})]
+        unchecked = [
+            media_type
+            for media_type in content_types
+            if not _is_json(media_type) and media_type not in FORM_MEDIA_TYPES
+        ]
+        if unchecked and (json_media or form_media):
+            self.warn(
+                content_pointer,
+                f"bodies of {', '.join(unchecked)} are forwarded without a body check",
+            )
         if json_media:
-            block["json"] = self._json_block(json_media, content_types, content_pointer)
+            block["json"] = self._json_block(json_media, content_pointer)
+        if form_media:
+            form = self._form_block(form_media, content_pointer)
+            if form:
+                block["form"] = form
         if body.get("required") is True:
             block["body_required"] = True
         return block
 
     def _json_block(
-        self,
-        json_media: list[tuple[str, dict[str, Any], str]],
-        content_types: list[str],
-        content_pointer: str,
+        self, json_media: list[tuple[str, dict[str, Any], str]], content_pointer: str
     ) -> dict[str, Any]:
         chosen = next((media for media in json_media if media[0] == "application/json"), None)
         media_type, media, media_pointer = chosen or json_media[0]
@@ -735,12 +769,6 @@ class _Importer:
                 content_pointer,
                 f"the JSON media types have different schemas: the schema of {media_type} "
                 "is applied to all of them",
-            )
-        if len(json_media) < len(content_types):
-            self.warn(
-                content_pointer,
-                "the gateway parses every body of this route as JSON, so a body of another "
-                "media type gets 400 unless it is also valid JSON",
             )
         if "schema" not in media:
             return {}
@@ -751,6 +779,94 @@ class _Importer:
         except ValueError as exc:
             raise OpenApiError(schema_pointer, str(exc)) from None
         return {"schema": schema}
+
+    def _form_block(
+        self, form_media: list[tuple[str, dict[str, Any], str]], content_pointer: str
+    ) -> dict[str, Any]:
+        """Return the `form` block of a body's form media types; {} keeps the defaults.
+
+        Only an object schema with `properties` is mapped. A property that
+        cannot be checked as one field lets the form accept undeclared fields.
+        """
+        media_type, media, media_pointer = form_media[0]
+        if any(other.get("schema") != media.get("schema") for _, other, _ in form_media):
+            self.warn(
+                content_pointer,
+                f"the form media types have different schemas: the schema of {media_type} "
+                "is applied to all of them",
+            )
+        if "schema" not in media:
+            return {}
+        schema, schema_pointer = self.dereference(
+            media["schema"], join_pointer(media_pointer, "schema")
+        )
+        properties = schema.get("properties") if isinstance(schema, dict) else None
+        if not isinstance(properties, dict) or not properties:
+            self.warn(schema_pointer, "only an object schema with properties is checked in a form")
+            return {}
+        if "encoding" in media:
+            self.warn(join_pointer(media_pointer, "encoding"), "encoding is not checked")
+
+        required = schema.get("required") if isinstance(schema.get("required"), list) else []
+        # A file is a part with a filename, which only multipart/form-data can carry.
+        files_allowed = all(entry[0] == MULTIPART_FORM_DATA for entry in form_media)
+        fields: dict[str, Any] = {}
+        additional = schema.get("additionalProperties", True) is not False
+        properties_pointer = join_pointer(schema_pointer, "properties")
+        for name, raw in properties.items():
+            pointer = join_pointer(properties_pointer, name)
+            field = self._form_field(name, raw, pointer, name in required, files_allowed)
+            if field is None:
+                additional = True
+            else:
+                fields[name] = field
+
+        block: dict[str, Any] = {"fields": fields} if fields else {}
+        if fields and additional:
+            block["additional_fields"] = True
+        try:
+            FormBodySpec.model_validate(block)
+        except ValidationError as exc:
+            raise OpenApiError(schema_pointer, _first_error(exc)) from None
+        return block
+
+    def _form_field(
+        self, name: str, raw: Any, pointer: str, required: bool, files_allowed: bool
+    ) -> dict[str, Any] | None:
+        """Return the FormFieldSpec mapping of one property, or None when it is not checked."""
+        label = excerpt(name)
+        if not _FORM_FIELD_NAME.fullmatch(name):
+            self.warn(pointer, f"form field name {label} is not supported: not checked")
+            return None
+        schema, pointer = self.dereference(raw, pointer)
+        if isinstance(schema, bool):
+            schema = {} if schema else {"not": {}}
+        if not isinstance(schema, dict):
+            raise OpenApiError(pointer, "expected a schema object")
+        spec: dict[str, Any] = {"required": True} if required and not schema.get("readOnly") else {}
+
+        declared = schema.get("type")
+        types = declared if isinstance(declared, list) else [declared]
+        if "array" in types or "object" in types:
+            self.warn(
+                pointer,
+                f"form field {label} is an array or object: not checked, and the form then "
+                "accepts fields that it does not declare",
+            )
+            return None
+        if schema.get("format") == "binary" or "contentMediaType" in schema:
+            if files_allowed:
+                return {"type": "file", **spec}
+            return spec
+        param_type = self._param_type(schema, pointer, label, "form field")
+        if param_type is None:
+            return None
+        if param_type == "any":
+            return spec
+        if param_type != "string":
+            spec = {"type": param_type, **spec}
+        spec.update(self._param_constraints(schema, param_type, pointer, label, "form field"))
+        return spec
 
 
 class _SchemaConverter:

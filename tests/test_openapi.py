@@ -514,7 +514,7 @@ def test_body_content_types() -> None:
     ]
     assert validate["charsets"] == ["utf-8", "iso-8859-1"]
     assert validate["json"] == {"schema": {"type": "object"}}
-    assert "parses every body of this route as JSON" in result.warnings[0].message
+    assert result.warnings[0].message == "bodies of text/plain are forwarded without a body check"
 
 
 def test_json_without_schema_is_parsed_strictly() -> None:
@@ -565,6 +565,138 @@ def test_invalid_media_type() -> None:
 def test_missing_request_body_content() -> None:
     spec = document({"/a": {"post": {"requestBody": {}, "responses": ok()}}})
     raises_at(spec, "/paths/~1a/post/requestBody/content", "expected an object of media types")
+
+
+# ---------------------------------------------------------------------------
+# Form bodies
+
+
+UPLOAD_SCHEMA = {
+    "type": "object",
+    "required": ["title", "file"],
+    "additionalProperties": False,
+    "properties": {
+        "title": {"type": "string", "maxLength": 40, "pattern": "^[A-Za-z ]+$"},
+        "count": {"type": "integer", "minimum": 1},
+        "gift": {"type": "boolean"},
+        "color": {"type": "string", "enum": ["red", "blue"]},
+        "file": {"type": "string", "format": "binary"},
+    },
+}
+
+
+def form_import(content: dict[str, Any], required: bool = True) -> Any:
+    body = {"required": required, "content": content}
+    spec = document({"/upload": {"post": {"requestBody": body, "responses": ok()}}})
+    return import_openapi(spec, upstream="app")
+
+
+def test_multipart_schema_becomes_form_fields() -> None:
+    result = form_import({"multipart/form-data": {"schema": UPLOAD_SCHEMA}})
+    validate = result.routes[0]["validate"]
+    assert validate["content_types"] == ["multipart/form-data"]
+    assert validate["body_required"] is True
+    assert validate["form"] == {
+        "fields": {
+            "title": {"required": True, "pattern": "^[A-Za-z ]+\\Z", "max_length": 40},
+            "count": {"type": "integer", "minimum": 1},
+            "gift": {"type": "boolean"},
+            "color": {"enum": ["red", "blue"]},
+            "file": {"type": "file", "required": True},
+        }
+    }
+    assert result.warnings == []
+    Route.model_validate(result.routes[0])
+
+
+def test_urlencoded_binary_property_is_text() -> None:
+    result = form_import({"application/x-www-form-urlencoded": {"schema": UPLOAD_SCHEMA}})
+    assert result.routes[0]["validate"]["form"]["fields"]["file"] == {"required": True}
+
+
+def test_form_schema_with_additional_properties() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    result = form_import({"application/x-www-form-urlencoded": {"schema": schema}})
+    assert result.routes[0]["validate"]["form"] == {
+        "fields": {"a": {"type": "integer"}},
+        "additional_fields": True,
+    }
+
+
+def test_form_component_ref() -> None:
+    body = {"content": {"multipart/form-data": {"schema": {"$ref": "#/components/schemas/U"}}}}
+    spec = document(
+        {"/upload": {"post": {"requestBody": body, "responses": ok()}}},
+        components={"schemas": {"U": UPLOAD_SCHEMA}},
+    )
+    form = only_route(spec)["validate"]["form"]
+    assert form["fields"]["file"] == {"type": "file", "required": True}
+
+
+def test_form_array_property_not_checked() -> None:
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"tags": {"type": "array", "items": {"type": "string"}}, "a": {}},
+    }
+    result = form_import({"multipart/form-data": {"schema": schema}})
+    assert result.routes[0]["validate"]["form"] == {
+        "fields": {"a": {}},
+        "additional_fields": True,
+    }
+    assert [warning.message for warning in result.warnings] == [
+        "form field tags is an array or object: not checked, and the form then accepts "
+        "fields that it does not declare"
+    ]
+    assert result.warnings[0].pointer.endswith("/schema/properties/tags")
+
+
+def test_form_without_object_schema_keeps_defaults() -> None:
+    for media in ({}, {"schema": {"type": "string"}}):
+        result = form_import({"application/x-www-form-urlencoded": media})
+        validate = result.routes[0]["validate"]
+        assert validate["content_types"] == ["application/x-www-form-urlencoded"]
+        assert "form" not in validate
+
+
+def test_form_warnings_name_form_field() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": ["string", "integer"]}, "bad name": {"type": "string"}},
+    }
+    result = form_import({"application/x-www-form-urlencoded": {"schema": schema}})
+    assert [warning.message for warning in result.warnings] == [
+        "form field n has several types: only its length is checked",
+        "form field name bad name is not supported: not checked",
+    ]
+
+
+def test_json_and_form_media_types_on_one_route() -> None:
+    content = {
+        "application/json": {"schema": {"type": "object"}},
+        "multipart/form-data": {"schema": UPLOAD_SCHEMA},
+        "text/plain": {},
+    }
+    result = form_import(content)
+    validate = result.routes[0]["validate"]
+    assert validate["json"] == {"schema": {"type": "object"}}
+    assert validate["form"]["fields"]["count"] == {"type": "integer", "minimum": 1}
+    assert [warning.message for warning in result.warnings] == [
+        "bodies of text/plain are forwarded without a body check"
+    ]
+
+
+def test_different_form_schemas_warn() -> None:
+    content = {
+        "application/x-www-form-urlencoded": {"schema": UPLOAD_SCHEMA},
+        "multipart/form-data": {"schema": {"type": "object", "properties": {"x": {}}}},
+    }
+    result = form_import(content)
+    assert "file" in result.routes[0]["validate"]["form"]["fields"]
+    assert result.routes[0]["validate"]["form"]["fields"]["file"] == {"required": True}
+    assert "the schema of application/x-www-form-urlencoded is applied" in (
+        result.warnings[0].message
+    )
 
 
 # ---------------------------------------------------------------------------

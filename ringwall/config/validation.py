@@ -1,11 +1,11 @@
 """Configuration of request validation: the declared shape of a route's requests.
 
 A route's `validate` block lists what a request may carry: its content
-types, its query and header parameters, patterns for its path parameters
-and, for JSON bodies, a JSON Schema (draft 2020-12). Anything else is
-rejected after authentication and before authorization and the upstream:
-415 for a content type or encoding not declared, 400 naming the part that
-failed.
+types, its query and header parameters, patterns for its path parameters,
+for JSON bodies a JSON Schema (draft 2020-12), and for form bodies parsing
+limits and declared fields. Anything else is rejected after authentication
+and before authorization and the upstream: 415 for a content type or
+encoding not declared, 400 naming the part that failed.
 """
 
 from __future__ import annotations
@@ -13,13 +13,27 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+
+from ringwall.config.types import ByteSize
 
 _MEDIA_TYPE = re.compile(r"^[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+$")
 _NAME = re.compile(r"^[A-Za-z0-9_.~-]{1,128}$")
+# Declared form field names: printable ASCII without spaces, so that names
+# such as items[0][sku] fit. '"' and '\' are excluded because a multipart
+# name cannot carry them: browsers send '"' as %22, and the parser rejects
+# backslashes.
+_FORM_FIELD_NAME = re.compile(r"^[!#-\[\]-~]+$")
 ParamType = Literal["string", "integer", "number", "boolean"]
+FormFieldType = Literal["string", "integer", "number", "boolean", "file"]
+# An integer setting: YAML's true and false are not read as 1 and 0.
+Count = Annotated[int, Strict()]
+
+FORM_URLENCODED = "application/x-www-form-urlencoded"
+MULTIPART_FORM_DATA = "multipart/form-data"
+FORM_MEDIA_TYPES = frozenset({FORM_URLENCODED, MULTIPART_FORM_DATA})
 
 
 class _Model(BaseModel):
@@ -40,13 +54,17 @@ class ParamSpec(_Model):
     @field_validator("pattern")
     @classmethod
     def _check_pattern(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
+        return _check_regex(value)
+
+
+def _check_regex(value: str | None) -> str | None:
+    if value is None:
         return value
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
 
 
 class JsonBodySpec(_Model):
@@ -78,6 +96,88 @@ class JsonBodySpec(_Model):
         return document
 
 
+class FormFieldSpec(_Model):
+    """One declared form field: its type, whether it is required, its values.
+
+    The keys mean what they mean for a query parameter. Type `file` requires
+    a multipart/form-data part with a filename, and then only `required`
+    applies. `max_length` counts characters of a text value.
+    """
+
+    type: FormFieldType = "string"
+    required: bool = False
+    pattern: str | None = None
+    enum: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    max_length: int = Field(1024, ge=1, le=65536)
+
+    @field_validator("pattern")
+    @classmethod
+    def _check_pattern(cls, value: str | None) -> str | None:
+        return _check_regex(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> FormFieldSpec:
+        if self.type == "file":
+            unused = [
+                key
+                for key, value in (
+                    ("pattern", self.pattern),
+                    ("enum", self.enum or None),
+                    ("minimum", self.minimum),
+                    ("maximum", self.maximum),
+                )
+                if value is not None
+            ]
+            if unused:
+                raise ValueError(f"{', '.join(unused)}: not checked on a field of type file")
+        return self
+
+
+class FormBodySpec(_Model):
+    """A form body: limits for strict parsing and, optionally, the fields it may carry.
+
+    The defaults apply to every route that accepts a form media type, also
+    without a `form` block. 1,000 fields is the default of werkzeug 2.2.3 and
+    later (`max_form_parts`) and of starlette 0.25.0 and later (`max_fields`,
+    `max_files`).
+    """
+
+    # Fields of a URL-encoded body, or parts of a multipart body.
+    max_fields: Count = Field(1000, ge=1, le=100_000)
+    # UTF-8 bytes of a field name, after percent-decoding.
+    max_name_bytes: Count = Field(256, ge=1, le=4096)
+    # Bytes of one text value: a URL-encoded value after percent-decoding, or
+    # a part without a filename.
+    max_value_bytes: ByteSize = Field(64 * 1024, ge=1)
+    # Bytes of one part with a filename. None: only the route's body limit.
+    max_file_bytes: ByteSize | None = None
+    # Header fields of one multipart part.
+    max_part_headers: Count = Field(8, ge=1, le=64)
+    # With true, a field name may occur more than once, and each occurrence
+    # is checked.
+    duplicate_fields: bool = False
+    # With declared fields, another field name gets 400 unless this is true.
+    additional_fields: bool = False
+    fields: dict[str, FormFieldSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> FormBodySpec:
+        for name in self.fields:
+            if not _FORM_FIELD_NAME.match(name):
+                raise ValueError(
+                    f"fields: invalid field name {name!r}: use printable ASCII without spaces, "
+                    "quotes and backslashes"
+                )
+            if len(name) > self.max_name_bytes:
+                raise ValueError(
+                    f"fields: field name {name[:64]!r} is longer than max_name_bytes "
+                    f"({self.max_name_bytes})"
+                )
+        return self
+
+
 class ValidateConfig(_Model):
     """The declared shape of a route's requests."""
 
@@ -92,6 +192,9 @@ class ValidateConfig(_Model):
     headers: dict[str, ParamSpec] = Field(default_factory=dict)
     path_params: dict[str, ParamSpec] = Field(default_factory=dict)
     json_: JsonBodySpec | None = Field(None, alias="json")
+    # Form bodies are parsed strictly whenever content_types lists a form
+    # media type. This block sets the limits and declares fields.
+    form: FormBodySpec | None = None
     # A body is required on POST, PUT and PATCH when true.
     body_required: bool = False
 
@@ -124,6 +227,12 @@ class ValidateConfig(_Model):
             is_json_media_type(media_type) for media_type in self.content_types
         ):
             raise ValueError("json needs a JSON media type in content_types")
+        if self.form is not None and not any(
+            media_type in FORM_MEDIA_TYPES for media_type in self.content_types
+        ):
+            raise ValueError(
+                f"form needs {FORM_URLENCODED} or {MULTIPART_FORM_DATA} in content_types"
+            )
         if self.json_ is not None:
             schema = self.json_.load_schema()
             if schema is not None:

@@ -113,10 +113,21 @@ class RequestBody:
             self._resume()
         # More than the limit is never buffered, so this waits for the whole body.
         await self.wait_buffered(self.limit + 1)
-        data = b"".join(self._chunks)
-        self._chunks.clear()
+        return self.whole()
+
+    def whole(self) -> bytes:
+        """Return the complete body, which stays queued as one chunk for `read`.
+
+        Call it only when `complete` is True and `error` is None, or after
+        `collect` has waited for that.
+        """
+        chunks = self._chunks
+        if len(chunks) == 1:
+            return chunks[0]
+        data = b"".join(chunks)
+        chunks.clear()
         if data:
-            self._chunks.append(data)
+            chunks.append(data)
         return data
 
     def _wake(self) -> None:

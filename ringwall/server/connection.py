@@ -45,7 +45,7 @@ from ringwall.http.problem import problem_response, reason_phrase
 from ringwall.http.target import split_target
 from ringwall.runtime import valid_request_id
 from ringwall.server.body import RequestBody
-from ringwall.server.forward import Forwarder
+from ringwall.server.forward import PREBUFFER_BYTES, Forwarder
 
 if TYPE_CHECKING:
     from ringwall.server.upstream import UpstreamConnection
@@ -78,6 +78,9 @@ class ClientConnection(asyncio.Protocol):
         self.current: Exchange | None = None
         self.queue: deque[Exchange] = deque()
         self.active: Exchange | None = None
+        # The active exchange while its layers wait for the rest of the read
+        # that contains its body (see `_defer_start`), else None.
+        self.deferred: Exchange | None = None
         self.forwarder: Forwarder | None = None
         self.tunnel: UpstreamConnection | None = None
         self.requests = 0
@@ -191,6 +194,12 @@ class ClientConnection(asyncio.Protocol):
                 self._parse_error(BadRequest(LAYER, "the request could not be parsed", close=True))
         except httptools.HttpParserError as error:
             self._parse_error(BadRequest(LAYER, _parser_reason(error), close=True), data)
+        deferred = self.deferred
+        if deferred is not None:
+            # The read ended before the body did: check the head now, as
+            # for any request whose body is still arriving.
+            self.deferred = None
+            self._start(deferred)
 
     def eof_received(self) -> bool | None:
         """Handle a client that closed its sending side (a half-close)."""
@@ -278,6 +287,8 @@ class ClientConnection(asyncio.Protocol):
                 exchange.runtime.max_body_bytes, self._pause_reading, self._resume_reading
             )
         if self.active is None and not self.queue and not self.closing:
+            if self._defer_start(exchange):
+                return
             self._start(exchange)
             return
         self.queue.append(exchange)
@@ -304,6 +315,9 @@ class ClientConnection(asyncio.Protocol):
             exchange.body.finish()
         if not exchange.keep_alive or exchange.close:
             self._stop_parsing()
+        if exchange is self.deferred:
+            self.deferred = None
+            self._start(exchange)
 
     # -- request processing --
 
@@ -380,6 +394,36 @@ class ClientConnection(asyncio.Protocol):
                     LAYER, "a request that upgrades the connection must not have a body", close=True
                 )
 
+    def _defer_start(self, exchange: Exchange) -> bool:
+        """Hold `exchange` as active until its body is complete or this read ends.
+
+        A client usually sends a small body in the same write as the head, so
+        the body is complete when the parser reaches the end of this read.
+        Layers that check the body (JSON validation, the WAF) then run
+        without waiting for it, and a rejected request leaves the connection
+        usable because its body was read. The wait never outlasts the current
+        `data_received` call. Only a declared length within the body limit
+        qualifies, so that feeding the body cannot fail before the layers
+        have run. The forwarder reads a body of up to PREBUFFER_BYTES whole
+        anyway. A larger body streams, so its layers run as soon as the head
+        is complete.
+        """
+        body = exchange.body
+        length = exchange.content_length
+        if (
+            body is None
+            or length is None
+            or length > PREBUFFER_BYTES
+            or length > body.limit
+            or exchange.chunked
+            or exchange.expect_continue
+            or exchange.rejection is not None
+        ):
+            return False
+        self.active = exchange
+        self.deferred = exchange
+        return True
+
     def _start_next(self) -> None:
         """Start the queued exchanges in order until one needs to wait for I/O."""
         while self.queue and self.active is None and not self.closing:
@@ -433,13 +477,17 @@ class ClientConnection(asyncio.Protocol):
             self._reject(exchange, _InternalError("proxy", "internal error", close=True))
             self._finish(exchange)
             return
-        if pending is None and not exchange.has_body and exchange.upgrade is None:
+        body = exchange.body
+        if pending is None and exchange.upgrade is None and (body is None or body.complete):
             route = exchange.route
             assert route is not None
             forwarder = Forwarder(self, exchange, exchange.runtime.upstreams[route.upstream])
             if forwarder.try_start():
                 self.forwarder = forwarder
                 return
+            # `run` connects to the target that `try_start` picked, if it picked one.
+            self.loop.create_task(self._run(exchange, None, forwarder))
+            return
         self.loop.create_task(self._run(exchange, pending))
 
     def forward_in_task(self, exchange: Exchange) -> None:
@@ -453,7 +501,9 @@ class ClientConnection(asyncio.Protocol):
         self.forwarder = None
         self._finish(exchange)
 
-    async def _run(self, exchange: Exchange, pending: object) -> None:
+    async def _run(
+        self, exchange: Exchange, pending: object, forwarder: Forwarder | None = None
+    ) -> None:
         try:
             if pending is not None:
                 await pending  # type: ignore[misc]
@@ -464,9 +514,10 @@ class ClientConnection(asyncio.Protocol):
                 # The client waits for this before it sends the body it announced.
                 if body.received == 0 and not body.complete:
                     self.write(_CONTINUE)
-            upstream = exchange.runtime.upstreams[route.upstream]
-            self.forwarder = Forwarder(self, exchange, upstream)
-            await self.forwarder.run()
+            if forwarder is None:
+                forwarder = Forwarder(self, exchange, exchange.runtime.upstreams[route.upstream])
+            self.forwarder = forwarder
+            await forwarder.run()
         except Rejection as rejection:
             self._reject(exchange, rejection)
         except LocalResponse as local:
@@ -584,6 +635,10 @@ class ClientConnection(asyncio.Protocol):
         exchange.close = True
         if exchange.body is not None:
             exchange.body.fail(rejection)
+        if exchange is self.deferred:
+            # Its layers have not run, so it is rejected like a queued request.
+            self.deferred = None
+            self.active = None
         if exchange is self.active:
             return  # its forwarder reads the failed body and reports the rejection
         exchange.rejection = rejection

@@ -56,6 +56,7 @@ class Forwarder:
         "_done",
         "_failure",
         "_output",
+        "_picked",
         "_state",
         "_write_waiter",
         "body_complete",
@@ -89,29 +90,49 @@ class Forwarder:
         # Fast mode: no coroutine; the response callbacks finish the exchange.
         self.fast = False
         self._state: TargetState | None = None
+        # The target `try_start` picked but found no idle connection for.
+        self._picked: TargetState | None = None
 
     def try_start(self) -> bool:
-        """Send a bodiless request on an idle kept-alive connection, without a coroutine.
+        """Send the request on an idle kept-alive connection, without a coroutine.
 
-        Returns False when no idle connection is ready; then call `run`.
+        The request must have no body, or a complete one of at most
+        PREBUFFER_BYTES, which is sent with the head in one write. Returns
+        False when that does not hold or no idle connection is ready, and the
+        caller then calls `run`.
         """
+        exchange = self.exchange
+        body = exchange.body
+        if body is not None and (
+            not body.complete or body.error is not None or body.received > PREBUFFER_BYTES
+        ):
+            return False
         state = self.upstream.balancer.pick()
         if state is None:
             return False
         pool = self.upstream.pools[state.index]
         connection = pool.take_idle()
         if connection is None:
+            # `run` connects to this target, so the request goes where the balancer chose.
+            self._picked = state
             return False
-        exchange = self.exchange
         exchange.upstream_address = pool.address
         self.fast = True
         self._state = state
         state.active += 1
         self.connection = connection
         connection.start(self, exchange.method == "HEAD")
-        connection.write(
-            exchange.runtime.upstream_request_head(exchange, pool.address, exchange.content_length)
-        )
+        runtime = exchange.runtime
+        if body is None:
+            connection.write(
+                runtime.upstream_request_head(exchange, pool.address, exchange.content_length)
+            )
+            return True
+        # A complete body goes with a Content-Length, also when the client
+        # sent it chunked, as `run` does.
+        self.body_complete = True
+        data = body.whole()
+        connection.write(runtime.upstream_request_head(exchange, pool.address, len(data)) + data)
         return True
 
     async def run(self) -> None:
@@ -129,7 +150,8 @@ class Forwarder:
             if body.complete:
                 self.upstream_chunked = False
         while True:
-            state = balancer.pick(tried)
+            state = self._picked if self._picked is not None else balancer.pick(tried)
+            self._picked = None
             if state is None:
                 raise last_error or ServiceUnavailable(
                     LAYER,
@@ -406,14 +428,19 @@ class Forwarder:
         self.connection = None
         self.flush()
         exchange = self.exchange
-        if outcome is Outcome.RETRY and exchange.method in IDEMPOTENT:
+        if outcome is Outcome.RETRY and exchange.method in IDEMPOTENT and not exchange.has_body:
             # The kept-alive connection was closed by the upstream: the full
             # path opens a new one and applies the retry rules.
             self.client.forward_in_task(exchange)
             return
+        failure = self._failure
+        if outcome is Outcome.RETRY and failure is None:
+            # The upstream may have acted on the request, so, as in `run`,
+            # it is not sent again.
+            failure = BadGateway(LAYER, "the upstream closed the connection without a response")
         if outcome is not Outcome.DONE:
             exchange.close = True
-        self.client.forward_finished(exchange, self._failure)
+        self.client.forward_finished(exchange, failure)
 
 
 _NOTHING: frozenset[bytes] = frozenset()

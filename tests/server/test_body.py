@@ -91,3 +91,55 @@ def test_wait_buffered_until_threshold_or_end() -> None:
         return first
 
     assert asyncio.run(scenario()) is False
+
+
+def test_whole_joins_chunks_and_keeps_them_queued() -> None:
+    switch = Switch()
+    body = RequestBody(100, switch.pause, switch.resume)
+    body.feed(b"ab")
+    body.feed(b"cd")
+    body.finish()
+    assert body.whole() == b"abcd"
+    assert body.whole() == b"abcd"
+
+    async def drain() -> list[bytes | None]:
+        return [await body.read(), await body.read()]
+
+    assert asyncio.run(drain()) == [b"abcd", None]
+
+
+def test_whole_of_one_chunk_is_that_chunk() -> None:
+    switch = Switch()
+    body = RequestBody(100, switch.pause, switch.resume)
+    chunk = b"x" * 50
+    body.feed(chunk)
+    body.finish()
+    assert body.whole() is chunk
+
+
+def test_whole_of_empty_body() -> None:
+    switch = Switch()
+    body = RequestBody(100, switch.pause, switch.resume)
+    body.finish()
+    assert body.whole() == b""
+
+    async def drain() -> bytes | None:
+        return await body.read()
+
+    assert asyncio.run(drain()) is None
+
+
+def test_collect_waits_then_returns_whole_body() -> None:
+    switch = Switch()
+    body = RequestBody(100, switch.pause, switch.resume)
+
+    async def scenario() -> bytes:
+        collecting = asyncio.ensure_future(body.collect())
+        body.feed(b"ab")
+        await asyncio.sleep(0)
+        assert not collecting.done()
+        body.feed(b"cd")
+        body.finish()
+        return await collecting
+
+    assert asyncio.run(scenario()) == b"abcd"

@@ -5,9 +5,11 @@ from the route's lists, and no Content-Encoding, else 415. It checks query,
 header and path parameters (names, types, patterns, required), with a 400
 that names the parameter. For a route with a JSON body, the whole body is read (up to
 the route's body limit), parsed strictly, validated against the schema, and
-the bytes validated are the bytes forwarded. A 400 names the part that
-failed: a JSON pointer, a parameter name or a limit, never raw request bytes
-beyond a short escaped excerpt.
+the bytes validated are the bytes forwarded. A URL-encoded or multipart
+form body on a route that accepts one is read whole the same way and
+checked by form_body.py. A 400 names the part that failed: a JSON pointer,
+a parameter or field name or a limit, never raw request bytes beyond a
+short escaped excerpt.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from urllib.parse import parse_qsl
 
 from ringwall.config.validation import ParamSpec, ValidateConfig, is_json_media_type
 from ringwall.errors import BadRequest, UnsupportedMediaType, excerpt
+from ringwall.gateway.validation.form_body import FormInvalid, FormValidator, form_validator
 from ringwall.gateway.validation.json_body import (
     BodyInvalid,
     JsonSchemaValidator,
@@ -30,6 +33,7 @@ from ringwall.gateway.validation.json_body import (
 if TYPE_CHECKING:
     from ringwall.exchange import Exchange
     from ringwall.gateway.routing import CompiledRoute
+    from ringwall.server.body import RequestBody
 
 LAYER = "validation"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -63,6 +67,10 @@ class RouteValidation:
         self.json = config.json_
         schema = self.json.load_schema() if self.json is not None else None
         self.schema = JsonSchemaValidator(schema) if schema is not None else None
+        self.accepts_only_json = bool(self.content_types) and all(
+            is_json_media_type(media_type) for media_type in self.content_types
+        )
+        self.form = form_validator(config)
 
     def check_head(self, exchange: Exchange) -> None:
         """Check everything the request head declares; raise BadRequest or 415."""
@@ -131,20 +139,46 @@ class RouteValidation:
             _check_param("query parameter", param, found[0] if found else None)
 
     def needs_body(self, exchange: Exchange) -> bool:
-        """Return whether the request has a JSON body to read and check."""
+        """Return whether the request has a JSON or form body to read and check.
+
+        Call it only after `check_head` has accepted the request.
+        """
+        # NOTE: a request without a body is never checked against required form
+        # fields, so a route needs body_required to reject an empty POST.
+        if self.form is not None and exchange.has_body:
+            if self.form.applies_to(exchange.header_values(b"content-type")):
+                return True
         if self.json is None or not exchange.has_body:
             return False
+        if self.accepts_only_json:
+            # check_head has accepted the media type, and every accepted type is JSON.
+            return True
         values = exchange.header_values(b"content-type")
         if not values:
             return not self.content_types  # no declared types: the body must be JSON
         media_type, _ = parse_content_type(values[0])
         return is_json_media_type(media_type)
 
-    async def check_body(self, exchange: Exchange) -> None:
-        """Read the whole body, check it as strict JSON against the schema, keep it to forward."""
+    def check_body(self, exchange: Exchange) -> Awaitable[None] | None:
+        """Check the whole body as a form or as strict JSON, and keep it to forward.
+
+        A JSON body that is already complete is checked at once, and None is
+        returned. Otherwise the returned awaitable reads the body and checks it.
+        """
+        if self.form is not None and self.form.applies_to(exchange.header_values(b"content-type")):
+            return self._check_form_body(exchange, self.form)
         body = exchange.body
-        assert body is not None and self.json is not None
-        data = await body.collect()
+        assert body is not None
+        if body.complete and body.error is None:
+            self._check_json_body(body.whole())
+            return None
+        return self._collect_json_body(body)
+
+    async def _collect_json_body(self, body: RequestBody) -> None:
+        self._check_json_body(await body.collect())
+
+    def _check_json_body(self, data: bytes) -> None:
+        assert self.json is not None
         try:
             document = parse_strict_json(
                 data, max_depth=self.json.max_depth, max_members=self.json.max_members
@@ -156,6 +190,16 @@ class RouteValidation:
             raise BadRequest(
                 LAYER, f"body {where}: {invalid.reason}", detail=f"{where}: {invalid.reason}"
             ) from None
+
+    async def _check_form_body(self, exchange: Exchange, form: FormValidator) -> None:
+        body = exchange.body
+        assert body is not None
+        # collect() leaves the bytes queued, so the upstream gets the bytes checked here.
+        data = await body.collect()
+        try:
+            form.check(data, exchange.header_values(b"content-type")[0])
+        except FormInvalid as invalid:
+            raise BadRequest(LAYER, str(invalid)) from None
 
 
 def parse_content_type(value: bytes) -> tuple[str, str | None]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ringwall.gateway.validation import json_body
 from ringwall.gateway.validation.json_body import (
     INT64_MAX,
     INT64_MIN,
@@ -465,3 +468,249 @@ def test_backtracking_pattern_runs_in_linear_time() -> None:
     with pytest.raises(BodyInvalid):
         validator.validate("a" * 5_000 + "!")
     assert time.perf_counter() - started < 1.0
+
+
+# --- member-counting scan against the exact scan ----------------------------
+#
+# parse_strict_json first parses without a duplicate-key hook and compares
+# the members of the parsed objects with the colons in the body. The exact
+# scan, with a hook on every object, is the parser as it was before that
+# change. With the fast scan switched off, parse_strict_json runs only the
+# exact scan, so the two must agree on every body: the same document or the
+# same rejection.
+
+
+def outcome(body: bytes, **limits: int) -> tuple[object, ...]:
+    """Return ("ok", document as JSON) or ("rejected", reason, pointer)."""
+    try:
+        document = parse_strict_json(body, **limits)
+    except BodyInvalid as error:
+        return ("rejected", error.reason, error.pointer)
+    return ("ok", json.dumps(document))
+
+
+def exact_outcome(body: bytes, **limits: int) -> tuple[object, ...]:
+    with mock.patch.object(json_body, "_scan_counting", return_value=json_body._UNDECIDED):
+        return outcome(body, **limits)
+
+
+def assert_same_outcome(body: bytes, **limits: int) -> None:
+    assert outcome(body, **limits) == exact_outcome(body, **limits), body
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "pointer"),
+    [
+        # A colon inside a string makes the colon count differ from the members.
+        (b'{"t": "12:00", "a": 1, "a": 2}', "duplicate key", "/a"),
+        (b'{"a": 1, "a": 2, "b": ":"}', "duplicate key", "/a"),
+        (b'{"a": "x:y", "a": 1}', "duplicate key", "/a"),
+        # Escaped quotes and backslashes around colons in keys.
+        (b'{"a\\":": 1, "a\\":": 2}', "duplicate key", '/a":'),
+        (b'{"\\\\": 1, "\\\\": 2}', "duplicate key", "/\\"),
+        (b'{"\\\\\\":": {"k": 1, "k": 2}}', "duplicate key", '/\\":/k'),
+        (b'{"\\u003a": 1, ":": 2}', "duplicate key", "/:"),
+        # Whitespace before the colon, and colons after a quote or space in strings.
+        (b'{"a" : 1, "a": 2}', "duplicate key", "/a"),
+        (b'{"a"\r\n:1,"a"\t:2}', "duplicate key", "/a"),
+        (b'{"a": ":", "a": " :"}', "duplicate key", "/a"),
+        (b'{"t": "12:00", "a": " :", "a": 1}', "duplicate key", "/a"),
+        (b'{"\\u0022": 1, "\\"": 2}', "duplicate key", '/"'),
+        (b'[{}, {"a": {"a": 1}, "a": {"a": 1}}]', "duplicate key", "/1/a"),
+        (b'{"a": [], "b": {}, "a": []}', "duplicate key", "/a"),
+        # The first problem in document order is reported, whichever comes first.
+        (b'[{"a": 1, "a": 2}, NaN]', "duplicate key", "/0/a"),
+        (b'[NaN, {"a": 1, "a": 2}]', "NaN is not valid JSON", "/0"),
+        (b'[1e400, {"a": 1, "a": 2}]', "number too large for a 64-bit float", "/0"),
+        (b'{"a": 1, "a": 99999999999999999999}', "duplicate key", "/a"),
+        # A duplicate key replaces the whole object, so it hides problems inside it.
+        (b'{"n": 99999999999999999999, "n": 1}', "duplicate key", "/n"),
+        (b'{"a": 1, "a": 2} x', "duplicate key", "/a"),
+        (b'{"a": 1, "a": 2', "invalid JSON: expecting ',' delimiter at byte 15", ""),
+        (b'{"a": "\\ud800", "a": 1}', "duplicate key", "/a"),
+    ],
+)
+def test_duplicates_and_first_problem_rejected(body: bytes, reason: str, pointer: str) -> None:
+    error = rejection(body)
+    assert error.reason == reason
+    assert error.pointer == pointer
+    assert_same_outcome(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"t": "12:00", "url": "https://example.test:8443/a", "a": 1}',
+        b'{"a" : ":b", "c"\n:\n" :", "d": "\\":"}',
+        b'{"a\\":": 1, "b\\":": {"c": ":"}}',
+        b'{"\\\\": "\\\\", "\\\\\\"": ":", "x": ["\\"", ":", "\\\\:"]}',
+        b'{"a": {"a": {"a": 1}}, "b": [{"a": 1}, {"a": 2}]}',
+        b'{"": 1, " ": 2, "\\u0000": 3}',
+        b'{"id": "12345678901234567890123", "n": 9223372036854775807}',
+        b'{"n": -9223372036854775808, "f": 1.5e300, "g": 2E-400}',
+        b' \t\r\n{"a": 1} \r\n',
+        b"{}",
+        b"[{}, {}, []]",
+    ],
+)
+def test_valid_bodies_with_colons_and_escapes_accepted(body: bytes) -> None:
+    assert parse_strict_json(body) == json.loads(body)
+    assert_same_outcome(body)
+
+
+# Fragments of JSON, many of them hostile, to build bodies from.
+JSON_FRAGMENTS = [
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b":",
+    b",",
+    b" ",
+    b"\n",
+    b'"a"',
+    b'"\\u0061"',
+    b'"a:b"',
+    b'":"',
+    b'"\\""',
+    b'"\\\\"',
+    b'"\\\\\\""',
+    b'"\\ud800"',
+    b'"\\ud83d\\ude00"',
+    b'"\xc3\xa9"',
+    b"\xff",
+    b"\xef\xbb\xbf",
+    b"0",
+    b"-1",
+    b"1.5",
+    b"1e400",
+    b"-1E+309",
+    b"1e-400",
+    b"9223372036854775808",
+    b"-9223372036854775809",
+    b"12345678901234567890",
+    b"01",
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"true",
+    b"null",
+    b"x",
+]
+
+
+@settings(derandomize=True, max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(JSON_FRAGMENTS), max_size=30).map(b"".join))
+def test_fragment_soup_matches_exact_scan(body: bytes) -> None:
+    assert_same_outcome(body)
+    assert_same_outcome(body, max_depth=2, max_members=2)
+
+
+def _escaped(text: str) -> str:
+    """Encode `text` as a JSON string with every character as a \\u escape."""
+    units = text.encode("utf-16-be")
+    return (
+        '"' + "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2)) + '"'
+    )
+
+
+KEYS = st.sampled_from(["a", "b", "a:b", ":", " :", 'q":', "\\", "\\:", "", "\u00e9", "\U0001f600"])
+# Colons and whitespace around the key's colon, so some colons inside strings
+# follow a quote or whitespace like the colons outside strings do.
+SEPARATORS = st.sampled_from([":", " : ", ":\n", "\t:", "\r\n :"])
+LEAVES = st.sampled_from(
+    [
+        "1",
+        "-0",
+        "1.5",
+        "1e400",
+        "2E-400",
+        "NaN",
+        "true",
+        "null",
+        '"x"',
+        '":"',
+        '" :"',
+        '"12:00"',
+        '"\\":"',
+        '"\\\\"',
+        str(2**63),
+        str(-(2**63)),
+        "1" * 19,
+        '"\\ud800"',
+        '"\\u003a"',
+    ]
+)
+
+
+def _object(pairs: list[tuple[str, bool, str, str]]) -> str:
+    members = [
+        f"{_escaped(key) if escape else json.dumps(key)}{separator}{value}"
+        for key, escape, separator, value in pairs
+    ]
+    return "{" + ",".join(members) + "}"
+
+
+# Documents written by hand, so objects may repeat a key, written plainly or
+# with \u escapes, and leaves may be values the strict parser rejects.
+HOSTILE_DOCUMENTS = st.recursive(
+    LEAVES,
+    lambda children: (
+        st.lists(children, max_size=4).map(lambda items: "[" + ", ".join(items) + "]")
+        | st.lists(st.tuples(KEYS, st.booleans(), SEPARATORS, children), max_size=4).map(_object)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(derandomize=True, max_examples=1000, deadline=None)
+@given(HOSTILE_DOCUMENTS, st.sampled_from(["", " ", "\n", " x", "]"]))
+def test_hostile_documents_match_exact_scan(document: str, tail: str) -> None:
+    body = (document + tail).encode("utf-8", "surrogatepass")
+    assert_same_outcome(body)
+    assert_same_outcome(body, max_depth=3, max_members=3)
+
+
+@settings(derandomize=True, max_examples=500, deadline=None)
+@given(JSON_VALUES, st.booleans())
+def test_generated_documents_match_exact_scan(document: object, ensure_ascii: bool) -> None:
+    assert_same_outcome(json.dumps(document, ensure_ascii=ensure_ascii).encode("utf-8"))
+
+
+def test_parse_in_threads_keeps_counts_apart() -> None:
+    bodies = {
+        b'{"a": 1, "b": {"c": 2, "d": ":"}}': "ok",
+        b'{"a": 1, "b": {"c": 2, "c": 3}}': "rejected",
+        b'[{"x": 1}, {"x": 1, "y": 2, "x": 3}]': "rejected",
+        b'{"k": [' + b'{"a": 1}, ' * 200 + b"{}]}": "ok",
+    }
+    failures: list[bytes] = []
+
+    def parse_repeatedly() -> None:
+        for _ in range(300):
+            for body, expected in bodies.items():
+                if outcome(body)[0] != expected:
+                    failures.append(body)
+
+    threads = [threading.Thread(target=parse_repeatedly) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_nested_parse_gets_own_scanner() -> None:
+    # A parse that runs inside another one on the same thread, as from a
+    # signal handler, must not reset the outer parse's member count.
+    outer = json_body._take_scanner(False)
+    outer.busy = True
+    outer.members = 12345
+    try:
+        assert json_body._take_scanner(False) is not outer
+        assert rejection(b'{"a": 1, "a": 2}').reason == "duplicate key"
+        assert parse_strict_json(b'{"a": 1, "b": 2}') == {"a": 1, "b": 2}
+        assert outer.members == 12345
+    finally:
+        outer.busy = False
+    assert json_body._take_scanner(False) is outer

@@ -1,5 +1,6 @@
-"""The validation layer's head checks: content type, query, header and path parameters."""
+"""The validation layer: head checks, and which body checker a body goes to."""
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -8,6 +9,7 @@ from ringwall.config.validation import ValidateConfig
 from ringwall.errors import BadRequest, UnsupportedMediaType
 from ringwall.exchange import Exchange
 from ringwall.gateway.validation.layer import RouteValidation, parse_content_type
+from ringwall.server.body import RequestBody
 
 
 def exchange(
@@ -120,3 +122,60 @@ def test_header_and_path_params() -> None:
         checks.check_head(exchange(params={"account_id": "acc-1001"}))
     with pytest.raises(BadRequest, match="path parameter account_id"):
         checks.check_head(exchange([(b"x-tenant", b"acme")], params={"account_id": "acc-1"}))
+
+
+FORM_AND_JSON = {
+    "content_types": ["application/json", "application/x-www-form-urlencoded"],
+    "json": {"schema": {"type": "object"}},
+    "form": {"fields": {"count": {"type": "integer"}}},
+}
+
+
+def body_exchange(content_type: bytes, data: bytes) -> Exchange:
+    result = exchange([(b"content-type", content_type)], has_body=True, method="POST")
+    result.body = RequestBody(1024, lambda: None, lambda: None)
+    result.body.feed(data)
+    result.body.finish()
+    return result
+
+
+def check_and_read(checks: RouteValidation, request: Exchange) -> bytes | None:
+    async def run() -> bytes | None:
+        pending = checks.check_body(request)
+        if pending is not None:
+            await pending
+        assert request.body is not None
+        return await request.body.read()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("content_type", "has_body", "expected"),
+    [
+        (b"application/x-www-form-urlencoded", True, True),
+        (b"application/json", True, True),
+        (b"application/x-www-form-urlencoded", False, False),
+        (b"text/plain", True, False),
+    ],
+)
+def test_needs_body_for_form_and_json(content_type: bytes, has_body: bool, expected: bool) -> None:
+    request = exchange([(b"content-type", content_type)], has_body=has_body, method="POST")
+    assert validation(**FORM_AND_JSON).needs_body(request) is expected
+
+
+def test_form_media_type_alone_needs_body() -> None:
+    checks = validation(content_types=["multipart/form-data"])
+    form = [(b"content-type", b"multipart/form-data; boundary=x")]
+    assert checks.needs_body(exchange(form, has_body=True, method="POST"))
+
+
+def test_check_body_dispatches_by_media_type() -> None:
+    checks = validation(**FORM_AND_JSON)
+    form = b"application/x-www-form-urlencoded"
+    assert check_and_read(checks, body_exchange(form, b"count=3")) == b"count=3"
+    assert check_and_read(checks, body_exchange(b"application/json", b"{}")) == b"{}"
+    with pytest.raises(BadRequest, match="form field count: expected an integer"):
+        check_and_read(checks, body_exchange(form, b"count=x"))
+    with pytest.raises(BadRequest, match="invalid JSON"):
+        check_and_read(checks, body_exchange(b"application/json", b"count=3"))
