@@ -20,6 +20,7 @@ from ringwall.errors import ConfigError
 from ringwall.keys_cli import add_keys_parser, run_keys
 from ringwall.openapi_cli import add_openapi_parser, run_import_openapi
 from ringwall.revoke_cli import add_revoke_parser, run_revoke
+from ringwall.server.allocator import restart_with_tuned_allocator
 from ringwall.token_cli import add_token_parser, run_token
 
 
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "run":
         from ringwall.server.supervisor import Overrides, serve
 
+        if argv is None and _runs_waf(arguments.config):
+            # Started as a program: start again with glibc tuned for the WAF.
+            restart_with_tuned_allocator(sys.orig_argv[1:])
         return serve(arguments.config, Overrides(arguments.listen, arguments.workers))
     from ringwall.demo.runner import run_demo
 
@@ -116,6 +120,14 @@ def check(path: Path) -> int:
         f"{path}: valid ({len(config.routes)} routes, {len(config.upstreams)} upstreams)",
     )
     return 0
+
+
+def _runs_waf(path: Path) -> bool:
+    """Return whether the configuration at `path` has a WAF policy, or False if it is invalid."""
+    try:
+        return bool(waf_policies(load_config(path)))
+    except ConfigError:
+        return False
 
 
 def load_waf_rules(config: Config) -> str:

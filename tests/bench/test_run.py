@@ -1,4 +1,4 @@
-"""Unit tests for the pure parts of the benchmark harness: wrk output and /proc parsing."""
+"""Unit tests for the pure parts of the benchmark harness: wrk commands and output, /proc."""
 
 from pathlib import Path
 
@@ -12,6 +12,7 @@ from proc_cpu import (
     read_cpu_times,
     tree_cpu_seconds,
 )
+from run import SYSTEMS, WRK_TIMEOUTS_S, Settings, wrk_command
 from wrk_output import WrkOutputError, parse_metric, parse_time_us, parse_wrk_output
 
 WRK_OUTPUT = """\
@@ -245,3 +246,17 @@ def test_cpu_busy_fractions(tmp_path: Path) -> None:
     assert before == {0: (150, 450), 1: (250, 550)}
     assert fractions[0] == pytest.approx(1.0)
     assert fractions[1] == pytest.approx(10 / 100)
+
+
+def test_wrk_command_timeout_only_when_set() -> None:
+    settings = Settings(("nginx",), 8, 0, 50, 1, 0, 1, 30.0, False, False)
+    default = wrk_command(settings, 8080, 8, {"Host": "localhost"})
+    assert "--timeout" not in default
+    longer = wrk_command(settings, 8080, 8, {"Host": "localhost"}, timeout_s=10)
+    assert longer[longer.index("--timeout") + 1] == "10s"
+    assert longer[-1] == "http://127.0.0.1:8080/"
+
+
+def test_waf_post_pair_shares_wrk_timeout() -> None:
+    assert WRK_TIMEOUTS_S["nginx-modsecurity-post"] == WRK_TIMEOUTS_S["ringwall-waf-post"]
+    assert set(WRK_TIMEOUTS_S) <= set(SYSTEMS)

@@ -1,26 +1,22 @@
 """The WAF layer: runs each request through ModSecurity and the OWASP CRS.
 
-The engine runs in one dedicated thread per worker process, so the event
-loop keeps serving routes without a WAF while a request is inspected. One
-thread also means that two transactions of one process never run at the same
-time, which libmodsecurity 3.0.9 does not support. A request with matches gets a security-log
-record, in detect mode too. A block is a 403 whose detail names no rule.
+The engine runs on the inspection thread of `ringwall.edge.waf.worker`, so
+the event loop keeps serving routes without a WAF while a request is
+inspected. A request with matches gets a security-log record, in detect mode
+too. A block is a 403 whose detail names no rule.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from ringwall.edge.waf.engine import WafEngine, WafRequest, WafVerdict
 from ringwall.edge.waf.security_log import SecurityLog, SecurityRecord
+from ringwall.edge.waf.worker import InspectionWorker
 from ringwall.errors import (
     BadRequest,
     Forbidden,
@@ -37,22 +33,6 @@ LAYER = "waf"
 log = logging.getLogger("ringwall.waf")
 BLOCKED_DETAIL = "The request was rejected by the gateway's security policy."
 UNINSPECTABLE_DETAIL = "The request could not be inspected by the gateway's security policy."
-
-
-def _lower_priority() -> None:
-    """Give the WAF thread the lowest CPU priority: the worker's event loop goes first.
-
-    Under Linux's SCHED_IDLE the thread still gets a small share of a busy
-    CPU, so inspections slow down under load but never stop, while routes
-    without the WAF keep their latency. Where SCHED_IDLE is unavailable,
-    the highest nice value.
-    """
-    thread = threading.get_native_id()
-    try:
-        os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, thread, 19)
 
 
 def _inspected_uri(exchange: Exchange) -> bytes:
@@ -94,7 +74,7 @@ class WafLayer:
         self.clock = clock
         # Created on first use, so that a supervisor can build the layer before
         # forking: threads do not survive fork().
-        self._executor: ThreadPoolExecutor | None = None
+        self._worker: InspectionWorker | None = None
 
     def applies_to(self, route: CompiledRoute) -> bool:
         return self._engine_for(route.name) is not None
@@ -118,10 +98,10 @@ class WafLayer:
         return self._inspect(engine, exchange)
 
     def close(self) -> None:
-        """Stop the inspection thread after the running inspection, if any."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        """Stop the inspection thread after the inspections already queued, if any."""
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
 
     def _engine_for(self, route_name: str | None) -> WafEngine | None:
         if route_name in self.disabled:
@@ -164,12 +144,15 @@ class WafLayer:
             headers=exchange.headers,
             body=body,
         )
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="ringwall-waf", initializer=_lower_priority
-            )
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, engine.inspect, request)
+        return await self._worker_for(asyncio.get_running_loop()).submit(engine, request)
+
+    def _worker_for(self, loop: asyncio.AbstractEventLoop) -> InspectionWorker:
+        # One loop per worker process; a new loop (tests) gets a new thread.
+        if self._worker is not None and self._worker.loop is not loop:
+            self.close()
+        if self._worker is None:
+            self._worker = InspectionWorker(loop)
+        return self._worker
 
     async def _inspect(self, engine: WafEngine, exchange: Exchange) -> None:
         body = b""

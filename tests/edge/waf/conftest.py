@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from ringwall.config.waf import WafConfig
+from ringwall.edge.waf import engine as engine_module
 from ringwall.edge.waf.engine import CRS_RULES_DIR, LIBRARY, WafEngine, WafRequest
 
 
@@ -20,6 +21,10 @@ def _installed() -> bool:
 
 requires_modsecurity = pytest.mark.skipif(
     not _installed(), reason="libmodsecurity3 and modsecurity-crs are not installed"
+)
+requires_native = pytest.mark.skipif(
+    engine_module._transaction is None,
+    reason="the C extension ringwall.edge.waf._transaction is not built",
 )
 
 HEADERS = [(b"Host", b"api.example.com"), (b"User-Agent", b"curl/8.0"), (b"Accept", b"*/*")]
@@ -38,11 +43,23 @@ def post_json(uri: bytes, body: bytes, content_type: bytes = b"application/json"
     return WafRequest("192.0.2.10", 50000, "127.0.0.1", 8080, "POST", uri, "1.1", headers, body)
 
 
-@pytest.fixture(scope="session")
-def block_engine() -> WafEngine:
-    return WafEngine.load(WafConfig())
+# Engines that run transactions in the C extension, and engines that call
+# libmodsecurity through ctypes, as where the extension is not built.
+BINDINGS = [
+    pytest.param(True, id="native", marks=requires_native),
+    pytest.param(False, id="ctypes"),
+]
 
 
-@pytest.fixture(scope="session")
-def detect_engine() -> WafEngine:
-    return WafEngine.load(WafConfig(mode="detect"))
+@pytest.fixture(scope="session", params=BINDINGS)
+def block_engine(request: pytest.FixtureRequest) -> WafEngine:
+    engine = WafEngine.load(WafConfig(), native=request.param)
+    assert engine.native is request.param
+    return engine
+
+
+@pytest.fixture(scope="session", params=BINDINGS)
+def detect_engine(request: pytest.FixtureRequest) -> WafEngine:
+    engine = WafEngine.load(WafConfig(mode="detect"), native=request.param)
+    assert engine.native is request.param
+    return engine
