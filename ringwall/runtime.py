@@ -33,6 +33,7 @@ from ringwall.gateway.auth.jwt import ClaimRules
 from ringwall.gateway.authentication import ApiKeys, AuthenticationLayer, Issuer, KeySource
 from ringwall.gateway.authorization import AuthorizationLayer
 from ringwall.gateway.body_limit import BodyLimitLayer
+from ringwall.gateway.decompression import DecompressionLayer, DecompressPolicy
 from ringwall.gateway.quota import QuotaLayer
 from ringwall.gateway.revocation import RevocationList
 from ringwall.gateway.routing import Router, RoutingLayer, host_matcher
@@ -169,9 +170,23 @@ class Runtime:
         ]
         self._security_log: SecurityLog | None = None
         self.waf = self._waf(config)
+        decompress = self._decompress_policies(config)
+        # A body is decoded before the WAF inspects it. On a route without a
+        # WAF it is decoded after authentication, so that an anonymous client
+        # cannot make the gateway inflate bodies on an authenticated route.
+        waf = self.waf
+        before_waf = {
+            route.name: decompress.pop(route.name)
+            for route in self.router.routes
+            if waf is not None and route.name in decompress and waf.applies_to(route)
+        }
+        if before_waf:
+            after_routing.append(DecompressionLayer(before_waf))
         if self.waf is not None:
             after_routing.append(self.waf)
         after_routing.append(self._authentication(config.auth, loop))
+        if decompress:
+            after_routing.append(DecompressionLayer(decompress))
         validations = {
             route.name: RouteValidation(route.validate_)
             for route in config.routes
@@ -202,6 +217,25 @@ class Runtime:
             self.shared = SharedStore.create(config.limits.store.max_keys, workers=1)
             self._owns_shared = True
         return self.shared
+
+    def _decompress_policies(self, config: Config) -> dict[str, DecompressPolicy]:
+        """Return the decompression policy of each route with `decompress`, by route name."""
+        policies = {}
+        for route in config.routes:
+            settings = route.decompress
+            if settings is None:
+                continue
+            max_bytes = settings.max_bytes
+            if max_bytes is None:
+                max_bytes = (
+                    route.max_body_bytes
+                    if route.max_body_bytes is not None
+                    else self.limits.max_body_bytes
+                )
+            policies[route.name] = DecompressPolicy(
+                settings.encodings, max_bytes, settings.max_ratio
+            )
+        return policies
 
     def _waf(self, config: Config) -> WafLayer | None:
         """Return the WAF layer, when the gateway or a route sets a WAF policy."""

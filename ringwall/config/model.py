@@ -28,6 +28,7 @@ from ringwall.config.response import CorsConfig, SecurityHeadersConfig
 from ringwall.config.types import ByteSize, Duration, ListenAddress, Secret, SecretValue
 from ringwall.config.validation import ValidateConfig
 from ringwall.config.waf import WafConfig
+from ringwall.http.decompress import SUPPORTED_CODINGS
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -441,6 +442,37 @@ def normalize_host_pattern(pattern: str) -> str:
     return host
 
 
+class DecompressConfig(Model):
+    """Content codings a route decodes, so that its layers and upstream see the decoded body.
+
+    A body over `max_bytes` once decoded, or more than `max_ratio` times its
+    received size, gets 413.
+    """
+
+    encodings: tuple[str, ...] = SUPPORTED_CODINGS
+    max_ratio: Count = Field(100, ge=1)
+    # None: the route's body limit.
+    max_bytes: ByteSize | None = Field(None, ge=1)
+
+    @field_validator("encodings", mode="before")
+    @classmethod
+    def _check_encodings(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple) or not value:
+            raise ValueError("expected a list of content codings such as [gzip, deflate]")
+        encodings: list[str] = []
+        for item in value:
+            coding = str(item).strip().lower()
+            if coding not in SUPPORTED_CODINGS:
+                raise ValueError(
+                    f"unsupported content coding {str(item)[:32]!r}: expected gzip or deflate"
+                )
+            if coding not in encodings:
+                encodings.append(coding)
+        return tuple(encodings)
+
+
 class Route(Model):
     name: str = ""
     hosts: tuple[str, ...] = ()
@@ -462,6 +494,9 @@ class Route(Model):
     validate_: ValidateConfig | None = Field(None, alias="validate")
     # None: the gateway-wide `waf`.
     waf: WafConfig | None = None
+    # None: a body with a Content-Encoding is forwarded as received, and gets
+    # 415 on a route with a WAF or with `validate`.
+    decompress: DecompressConfig | None = None
     # None: the gateway-wide `security_headers`.
     security_headers: SecurityHeadersConfig | None = None
 

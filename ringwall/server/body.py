@@ -130,6 +130,18 @@ class RequestBody:
             chunks.append(data)
         return data
 
+    def replace(self, data: bytes) -> None:
+        """Replace the complete body with `data`, such as the body decompressed.
+
+        `received` becomes the length of `data`, because the forwarder sends
+        a complete body with that Content-Length. Call it only when
+        `complete` is True and `error` is None.
+        """
+        self._chunks.clear()
+        if data:
+            self._chunks.append(data)
+        self.buffered = self.received = len(data)
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)

@@ -449,3 +449,52 @@ def test_duplicate_route_name_path() -> None:
     issues = issues_of(text)
 
     assert paths_of(issues) == ["routes[1].name"]
+
+
+def decompress_route(setting: str) -> str:
+    return (
+        UPSTREAM
+        + f"routes:\n  - path: /a\n    upstream: api\n    auth: none\n    decompress: {setting}\n"
+    )
+
+
+def test_decompress_defaults() -> None:
+    [route] = parse_config(decompress_route("{}"), {}).routes
+
+    assert route.decompress is not None
+    assert route.decompress.encodings == ("gzip", "deflate")
+    assert route.decompress.max_ratio == 100
+    assert route.decompress.max_bytes is None
+
+
+def test_decompress_settings_normalized() -> None:
+    text = decompress_route("{encodings: [GZIP, gzip], max_ratio: 20, max_bytes: 4MiB}")
+    [route] = parse_config(text, {}).routes
+
+    assert route.decompress is not None
+    assert route.decompress.encodings == ("gzip",)
+    assert route.decompress.max_ratio == 20
+    assert route.decompress.max_bytes == 4 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("setting", "path", "message"),
+    [
+        (
+            "{encodings: [gzip, br]}",
+            "routes[0].decompress.encodings",
+            "unsupported content coding 'br': expected gzip or deflate",
+        ),
+        ("{encodings: []}", "routes[0].decompress.encodings", "expected a list of content codings"),
+        ("{max_ratio: 0}", "routes[0].decompress.max_ratio", "expected a value >= 1"),
+        ("{max_ratio: true}", "routes[0].decompress.max_ratio", "expected an integer"),
+        ("{max_bytes: 0}", "routes[0].decompress.max_bytes", "expected a value >= 1"),
+        ("{max_bytes: lots}", "routes[0].decompress.max_bytes", "expected a size in bytes"),
+        ("{ratio: 10}", "routes[0].decompress.ratio", "unknown key 'ratio'"),
+        ("true", "routes[0].decompress", "expected a mapping"),
+    ],
+)
+def test_decompress_invalid(setting: str, path: str, message: str) -> None:
+    issue = issue_at(issues_of(decompress_route(setting)), path)
+
+    assert message in issue.message

@@ -143,3 +143,25 @@ def test_collect_waits_then_returns_whole_body() -> None:
         return await collecting
 
     assert asyncio.run(scenario()) == b"abcd"
+
+
+@pytest.mark.parametrize("data", [b"x" * 300, b""])
+def test_replace_sets_body_and_received(data: bytes) -> None:
+    switch = Switch()
+    body = RequestBody(100, switch.pause, switch.resume)
+    body.feed(b"ab")
+    body.feed(b"cd")
+    body.finish()
+    body.replace(data)
+    # The replacement may exceed `limit`: it is the decoded body, which has its own limit.
+    assert body.received == len(data)
+    assert body.buffered == len(data)
+    assert body.whole() == data
+
+    async def drain() -> list[bytes | None]:
+        chunks: list[bytes | None] = []
+        while (chunk := await body.read()) is not None:
+            chunks.append(chunk)
+        return chunks
+
+    assert asyncio.run(drain()) == ([data] if data else [])

@@ -1,9 +1,11 @@
 """The validation layer: a request must match its route's declared shape.
 
 From the head it checks the content type: one media type and a charset
-from the route's lists, and no Content-Encoding, else 415. It checks query,
-header and path parameters (names, types, patterns, required), with a 400
-that names the parameter. For a route with a JSON body, the whole body is read (up to
+from the route's lists, and no Content-Encoding, else 415. On a route with
+`decompress`, the decompression layer has already decoded the body and
+removed its Content-Encoding. It checks query, header and path parameters
+(names, types, patterns, required), with a 400 that names the parameter.
+For a route with a JSON body, the whole body is read (up to
 the route's body limit), parsed strictly, validated against the schema, and
 the bytes validated are the bytes forwarded. A URL-encoded or multipart
 form body on a route that accepts one is read whole the same way and
