@@ -22,6 +22,12 @@ operation:
   property with the checks of a query parameter, and `type: file` for a
   binary property of a multipart-only body.
 
+Each route authenticates callers with the `auth` method given to
+`import_openapi`, except that an operation whose `security` is an empty
+list, its own or else the document's, gets `auth: none`. A list that contains
+the empty requirement `{}` next to others makes credentials optional, which
+one method cannot express, so such an operation also gets the given method.
+
 Query parameters that the document does not declare get 400 unless
 `additional_query` is true. A GET operation also gets HEAD unless the path
 item declares its own `head` operation, because a HEAD request is a GET
@@ -55,6 +61,8 @@ from ringwall.errors import RingwallError, excerpt
 from ringwall.gateway.validation.json_body import JsonSchemaValidator
 
 AuthMethod = Literal["none", "jwt", "api_key"]
+# The authentication, validate block and (method, operation) pairs of one route.
+_OperationGroup = tuple[AuthMethod, dict[str, Any], list[tuple[str, dict[str, Any]]]]
 
 # Operation keys of a path item, in the order their methods are listed.
 HTTP_METHODS = ("get", "head", "post", "put", "patch", "delete", "options", "trace")
@@ -180,7 +188,8 @@ def import_openapi(
     """Convert the paths of an OpenAPI 3.0 or 3.1 document into route mappings.
 
     Every route sends its requests to `upstream` and authenticates callers
-    with `auth`. `base_path` is put before every path. None takes it from
+    with `auth`, or with none where the operation's `security` is an empty
+    list. `base_path` is put before every path. None takes it from
     the path of the `servers` URLs when they all have the same one.
     Raises OpenApiError, naming the JSON pointer, for a document that is not
     OpenAPI 3.0 or 3.1, that is malformed where the conversion reads it, or
@@ -404,22 +413,43 @@ class _Importer:
             self.warn(pointer, "servers of a path item or operation are ignored")
 
         path_params = {segment[1:-1] for segment in path.split("/") if segment.startswith("{")}
-        groups: dict[str, tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]] = {}
+        # Operations with the same authentication and validation share a route.
+        groups: dict[str, _OperationGroup] = {}
         for method, operation, operation_pointer in operations:
             if not isinstance(operation, dict):
                 raise OpenApiError(operation_pointer, "expected an operation object")
+            auth = self._operation_auth(operation, operation_pointer)
             block = self._validate_block(
                 path_params, item, item_pointer, operation, operation_pointer
             )
-            key = json.dumps(block, sort_keys=True)
-            groups.setdefault(key, (block, []))[1].append((method, operation))
+            key = json.dumps([auth, block], sort_keys=True)
+            groups.setdefault(key, (auth, block, []))[2].append((method, operation))
 
-        for block, members in groups.values():
+        for auth, block, members in groups.values():
             methods = [method.upper() for method, _ in members]
             if "GET" in methods and "head" not in item:
                 methods.insert(methods.index("GET") + 1, "HEAD")
             name = self._route_name(path, members, split=len(groups) > 1)
-            yield self._route(name, path, match, methods, block, pointer)
+            yield self._route(name, path, match, methods, auth, block, pointer)
+
+    def _operation_auth(self, operation: dict[str, Any], operation_pointer: str) -> AuthMethod:
+        """Return "none" when the operation's security requirements are an empty list, else `auth`.
+
+        An operation's `security` replaces the document's (OpenAPI 3.0.3 and
+        3.1.0, Operation Object). Without either, the document declares
+        nothing, and the method given to `import_openapi` applies.
+        """
+        if "security" in operation:
+            security = operation["security"]
+            pointer = join_pointer(operation_pointer, "security")
+        elif "security" in self.spec:
+            security = self.spec["security"]
+            pointer = "/security"
+        else:
+            return self.auth
+        if not isinstance(security, list):
+            raise OpenApiError(pointer, "expected a list of security requirement objects")
+        return "none" if not security else self.auth
 
     def _route_name(
         self, path: str, members: list[tuple[str, dict[str, Any]]], *, split: bool
@@ -446,6 +476,7 @@ class _Importer:
         path: str,
         match: str,
         methods: list[str],
+        auth: AuthMethod,
         block: dict[str, Any],
         pointer: str,
     ) -> dict[str, Any]:
@@ -454,7 +485,7 @@ class _Importer:
             "path": path,
             "match": match,
             "methods": methods,
-            "auth": self.auth,
+            "auth": auth,
             "upstream": self.upstream,
         }
         if block:

@@ -48,7 +48,8 @@ def add_openapi_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         "--auth",
         choices=("none", "jwt", "api_key"),
         default="jwt",
-        help="how callers of every route authenticate (default jwt)",
+        help="how callers of every route authenticate (default jwt); operations whose "
+        "security is an empty list get none",
     )
     parser.add_argument(
         "--base-path",

@@ -303,3 +303,101 @@ def test_demo_waf_blocks_attacks(gateway: GatewayThread, issuer: DemoIssuer) -> 
     ]
     rule_ids = {str(rule["id"]) for record in records for rule in record["rules"]}
     assert {"942100", "949110"} <= rule_ids
+
+
+def send(
+    gateway: GatewayThread,
+    method: str,
+    target: str,
+    token: str | None = None,
+    extra: bytes = b"",
+    body: bytes = b"",
+) -> Response:
+    auth = b"Authorization: Bearer %b\r\n" % token.encode() if token else b""
+    length = b"Content-Length: %d\r\n" % len(body) if body else b""
+    return request(
+        gateway.port,
+        b"%b %b HTTP/1.1\r\nHost: localhost\r\n%b%b%b\r\n%b"
+        % (method.encode(), target.encode(), auth, length, extra, body),
+        method.encode(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "role", "extra", "status"),
+    [
+        ("GET", "/api/products", None, b"If-None-Match: " + b"x" * 257 + b"\r\n", 400),
+        ("GET", "/api/products?page=2", None, b"", 400),
+        ("GET", "/api/products/null,null", None, b"", 400),
+        ("GET", "/api/orders/null,null", "customer", b"", 400),
+        ("DELETE", "/api/orders", "customer", b"", 405),
+        ("PUT", "/api/admin/users", "admin", b"", 405),
+        ("POST", "/api/admin/users", "admin", b"", 405),
+        ("PATCH", "/api/admin/audit", "admin", b"", 405),
+        ("DELETE", "/api/admin/audit", "admin", b"", 405),
+        ("OPTIONS", "/api/echo", None, b"", 405),
+        ("GET", "/api/echo/more", None, b"", 404),
+        ("GET", "/api/stream?interval=-1", None, b"", 400),
+        ("GET", "/api/stream?chunks=1001", None, b"", 400),
+        ("GET", "/api/slow?delay=-1", None, b"", 400),
+        ("GET", "/api/slow?delay=1&debug=1", None, b"", 400),
+    ],
+)
+def test_demo_rejects_undeclared_requests(
+    gateway: GatewayThread,
+    backend: DemoBackend,
+    issuer: DemoIssuer,
+    method: str,
+    target: str,
+    role: str | None,
+    extra: bytes,
+    status: int,
+) -> None:
+    token = issuer.mint("alice", roles=(role,)) if role else None
+    response = send(gateway, method, target, token, extra)
+    assert response.status == status
+    assert requests_except_health(backend) == []
+
+
+def test_demo_order_with_largest_product_id(
+    gateway: GatewayThread, backend: DemoBackend, issuer: DemoIssuer
+) -> None:
+    customer = issuer.mint("alice", roles=("customer",))
+    body = b'{"product_id": 2147483647, "quantity": 1}'
+    response = post_order(gateway, customer, body, b"application/json")
+    assert response.status == 201
+    assert [r.body for r in backend.received if r.target == "/api/orders"] == [body]
+
+
+def test_demo_waf_inspects_other_order_members(
+    gateway: GatewayThread, backend: DemoBackend, issuer: DemoIssuer
+) -> None:
+    # The 942220 exclusion covers product_id only, so the rule still inspects quantity.
+    customer = issuer.mint("alice", roles=("customer",))
+    body = b'{"product_id": 1, "quantity": 2147483647}'
+    response = post_order(gateway, customer, body, b"application/json")
+    assert response.status == 403
+    assert response.json()["layer"] == "waf"
+    assert requests_except_health(backend) == []
+
+
+@pytest.mark.parametrize(
+    ("method", "target"), [("DELETE", "/api/orders/ord-5001"), ("GET", "/health")]
+)
+def test_demo_rejects_undeclared_body(
+    gateway: GatewayThread, backend: DemoBackend, issuer: DemoIssuer, method: str, target: str
+) -> None:
+    customer = issuer.mint("alice", roles=("customer",))
+    extra = b"Content-Type: application/json\r\n"
+    response = send(gateway, method, target, customer, extra, body=b'{"a": 1}')
+    assert response.status == 413
+    assert requests_except_health(backend) == []
+
+
+@pytest.mark.parametrize("content_type", [b"text/plain", b"application/octet-stream"])
+def test_demo_echo_accepts_any_media_type(gateway: GatewayThread, content_type: bytes) -> None:
+    response = send(
+        gateway, "POST", "/api/echo", extra=b"Content-Type: %b\r\n" % content_type, body=b"hello"
+    )
+    assert response.status == 200
+    assert response.json()["body_length"] == 5

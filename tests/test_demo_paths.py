@@ -30,11 +30,18 @@ from tests.support.loop_thread import running_loop
 # The caller owns acc-1001 and has role customer, so these paths must stay refused.
 PROTECTED = [
     "/api/admin/users",
+    "/api/admin/audit",
     "/api/accounts/acc-2002",
     "/api/accounts/acc-2002/transactions",
     "/api/partner/rates",
 ]
-ALLOWED = ["/api/accounts/acc-1001", "/api/orders"]
+ALLOWED = [
+    "/api/accounts/acc-1001",
+    "/api/accounts/acc-1001/transactions",
+    "/api/orders",
+    "/api/orders/ord-5001",
+    "/api/products/p-100",
+]
 
 
 def _second_slash(path: str, replacement: str) -> str:
@@ -174,6 +181,8 @@ PIECES = [
     "acc-1001",
     "acc-2002",
     "orders",
+    "ord-5001",
+    "audit",
     "partner",
     "/",
     "//",

@@ -167,6 +167,73 @@ def test_different_bodies_split_routes() -> None:
     assert routes[2]["validate"]["json"]["schema"] == {"type": "object"}
 
 
+def auth_by_name(spec: dict[str, Any], auth: Any = "jwt") -> dict[str, str]:
+    return {r["name"]: r["auth"] for r in routes_from_openapi(spec, upstream="app", auth=auth)}
+
+
+def test_empty_security_gets_no_auth() -> None:
+    bearer = [{"bearerAuth": []}]
+    spec = document(
+        {
+            "/health": {"get": {"operationId": "health", "security": [], "responses": ok()}},
+            "/orders": {"get": {"operationId": "orders", "security": bearer, "responses": ok()}},
+            "/echo": {"get": {"operationId": "echo", "security": [{}, *bearer], "responses": ok()}},
+            "/items": {"get": {"operationId": "items", "responses": ok()}},
+        }
+    )
+    assert auth_by_name(spec) == {
+        "health": "none",
+        "orders": "jwt",
+        "echo": "jwt",
+        "items": "jwt",
+    }
+    assert auth_by_name(spec, "api_key")["health"] == "none"
+    assert auth_by_name(spec, "api_key")["items"] == "api_key"
+
+
+def test_document_security_is_default() -> None:
+    paths = {
+        "/health": {"get": {"operationId": "health", "responses": ok()}},
+        "/orders": {
+            "get": {"operationId": "orders", "security": [{"bearerAuth": []}], "responses": ok()}
+        },
+    }
+    assert auth_by_name(document(paths, security=[])) == {"health": "none", "orders": "jwt"}
+    assert auth_by_name(document(paths, security=[{"bearerAuth": []}])) == {
+        "health": "jwt",
+        "orders": "jwt",
+    }
+    public = {"/items": {"get": {"operationId": "items", "security": [], "responses": ok()}}}
+    assert auth_by_name(document(public, security=[{"bearerAuth": []}])) == {"items": "none"}
+
+
+def test_different_security_splits_routes() -> None:
+    spec = document(
+        {
+            "/orders/{id}": {
+                "get": {"security": [], "responses": ok()},
+                "delete": {"security": [{"bearerAuth": []}], "responses": ok()},
+            }
+        }
+    )
+    routes = routes_from_openapi(spec, upstream="app")
+    assert [(r["name"], r["methods"], r["auth"]) for r in routes] == [
+        ("orders-id-get", ["GET", "HEAD"], "none"),
+        ("orders-id-delete", ["DELETE"], "jwt"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "pointer"),
+    [
+        (document({"/a": {"get": {"security": {}, "responses": ok()}}}), "/paths/~1a/get/security"),
+        (document({"/a": {"get": {"responses": ok()}}}, security="none"), "/security"),
+    ],
+)
+def test_security_not_a_list_raises(spec: dict[str, Any], pointer: str) -> None:
+    raises_at(spec, pointer, "expected a list of security requirement objects")
+
+
 def test_declared_head_is_not_added_twice() -> None:
     spec = document({"/a": {"get": {"responses": ok()}, "head": {"responses": ok()}}})
     assert only_route(spec)["methods"] == ["GET", "HEAD"]
