@@ -29,9 +29,7 @@ class EdgeRateLimitLayer:
     def __init__(self, limiter: Limiter, limits: tuple[CompiledLimit, ...]) -> None:
         self.limiter = limiter
         self.limits = limits
-
-    def check_head(self, exchange: Exchange) -> Awaitable[None] | None:
-        return self.limiter.check(exchange, self.limits, LAYER)
+        self.check_head = limiter.checker(limits, LAYER)
 
 
 class RouteRateLimitLayer:
@@ -42,6 +40,7 @@ class RouteRateLimitLayer:
     def __init__(self, limiter: Limiter, limits: Mapping[str, tuple[CompiledLimit, ...]]) -> None:
         self.limiter = limiter
         self.limits = limits
+        self.checks = {name: limiter.checker(route, LAYER) for name, route in limits.items()}
 
     def applies_to(self, route: CompiledRoute) -> bool:
         return route.name in self.limits
@@ -49,4 +48,4 @@ class RouteRateLimitLayer:
     def check_head(self, exchange: Exchange) -> Awaitable[None] | None:
         route = exchange.route
         assert route is not None
-        return self.limiter.check(exchange, self.limits[route.name], LAYER)
+        return self.checks[route.name](exchange)

@@ -100,6 +100,8 @@ class CompiledLimit:
     prefix: bytes
     # The rate of a limit by client IP alone without tiers, for the limiter's fast path.
     ip_rate: Rate | None = None
+    # The default plan's RateLimit-Policy field, made once.
+    policy_field: tuple[bytes, bytes] = (b"", b"")
 
     @classmethod
     def compile(
@@ -125,6 +127,7 @@ class CompiledLimit:
             item=f'"{config.name}"'.encode(),
             prefix=f"{scope}\x00{config.name}\x00".encode(),
             ip_rate=default if isinstance(default, Rate) and config.key == _IP_ONLY else None,
+            policy_field=(b"RateLimit-Policy", _policy_item(config.name, default)),
         )
 
     def plan_for(self, identity: Identity | None) -> Plan:
@@ -254,19 +257,8 @@ class Limiter:
             if isinstance(checked, bytes):
                 state = checked
             else:
-                if checked is None:
-                    # No C check, or its stripe lock is taken: the Python check waits for it.
-                    outcome: Outcome = local.check_rate(key, ip_rate, now)
-                else:
-                    outcome = _new_tuple(Decision, (False, *checked))
-                if not outcome.allowed:
-                    _finish(exchange, [(limit, limit.default[1], key, outcome)], layer)
-                reset = _reset(outcome.reset, key)
-                state = b"%b;r=%d;t=%d" % (limit.item, outcome.remaining, reset)
-            fields = [(b"RateLimit-Policy", limit.default[1]), (b"RateLimit", state)]
-            if exchange.response_headers:
-                fields = [*exchange.response_headers, *fields]
-            exchange.response_headers = fields
+                state = self._decide_ip_rate(exchange, limit, key, now, checked, layer)
+            _add_fields(exchange, limit.policy_field, state)
             return None
         results: list[_Result] = []
         for limit in limits:
@@ -274,6 +266,7 @@ class Limiter:
             key = self.keys.key(limit, exchange)
             if key is None:
                 continue
+            outcome: Outcome
             if isinstance(spec, Rate):
                 outcome = local.check_rate(key, spec, now)
             else:
@@ -283,6 +276,71 @@ class Limiter:
                 break
         _finish(exchange, results, layer)
         return None
+
+    def checker(
+        self, limits: tuple[CompiledLimit, ...], layer: str
+    ) -> Callable[[Exchange], Awaitable[None] | None]:
+        """Return a function that runs `check(exchange, limits, layer)`.
+
+        For the common case, one rate per client IP in the embedded store
+        with the C check, the function is specialized: it costs about half
+        of `check` per request.
+        """
+        native = self._native_rates
+        ip_rate = limits[0].ip_rate if len(limits) == 1 else None
+        if self.remote is not None or native is None or ip_rate is None:
+            return lambda exchange: self.check(exchange, limits, layer)
+        limit = limits[0]
+        native_check = native.check
+        clock = self.clock
+        client = self.keys.client
+        prefix = limit.prefix
+        interval = ip_rate.interval
+        capacity = ip_rate.capacity
+        item = limit.item
+        policy_field = limit.policy_field
+
+        def check_ip_rate(exchange: Exchange) -> None:
+            address = exchange.client_ip
+            if ":" in address:
+                address = client(address)
+            key = prefix + address.encode("ascii")
+            now = clock()
+            state = native_check(key, now, interval, capacity, item)
+            if state.__class__ is not bytes:
+                state = self._decide_ip_rate(exchange, limit, key, now, state, layer)
+            headers = exchange.response_headers
+            if headers:
+                exchange.response_headers = [*headers, policy_field, (b"RateLimit", state)]
+            else:
+                exchange.response_headers = [policy_field, (b"RateLimit", state)]
+
+        return check_ip_rate
+
+    def _decide_ip_rate(
+        self,
+        exchange: Exchange,
+        limit: CompiledLimit,
+        key: bytes,
+        now: float,
+        checked: object,
+        layer: str,
+    ) -> bytes:
+        """Finish a per-IP rate check that the C check did not allow; return the RateLimit item.
+
+        `checked` is the C check's refusal tuple, or None when there is no C
+        check or its stripe lock was taken, and the Python check then waits.
+        Raises `TooManyRequests` for a refusal.
+        """
+        assert limit.ip_rate is not None
+        if checked is None:
+            outcome: Outcome = self.local.check_rate(key, limit.ip_rate, now)
+        else:
+            outcome = _new_tuple(Decision, (False, *checked))  # type: ignore[misc]
+        if not outcome.allowed:
+            _finish(exchange, [(limit, limit.default[1], key, outcome)], layer)
+        reset = _reset(outcome.reset, key)
+        return b"%b;r=%d;t=%d" % (limit.item, outcome.remaining, reset)
 
     async def _check_remote(
         self, exchange: Exchange, limits: Sequence[CompiledLimit], layer: str
@@ -379,6 +437,13 @@ def _finish(exchange: Exchange, results: list[_Result], layer: str) -> None:
         exchange.response_headers = [*exchange.response_headers, *fields]
     else:
         exchange.response_headers = fields
+
+
+def _add_fields(exchange: Exchange, policy_field: tuple[bytes, bytes], state: bytes) -> None:
+    fields = [policy_field, (b"RateLimit", state)]
+    if exchange.response_headers:
+        fields = [*exchange.response_headers, *fields]
+    exchange.response_headers = fields
 
 
 def _state_reset(outcome: Outcome, key: bytes) -> int:

@@ -64,19 +64,23 @@ def test_tier_picked_by_role() -> None:
     assert limit.plan_for(None)[0] == Quota(10, 86400.0)
 
 
-def run_fast_path(use_c: bool) -> list[object]:
+def run_fast_path(use_c: bool, specialized: bool = False, client_ip: str = "203.0.113.9") -> list[object]:
     """Send three requests through a 2/min per-IP limit and return what each one got."""
     store = SharedStore.create(capacity=64, workers=1)
     if not use_c:
         store.native_rates = None
     limiter = Limiter(store, KeyBuilder(64), clock=lambda: 1_800_000_000.0)
     limit = compiled(name="per-ip", key=["ip"], rate="2/min")
+    check = limiter.checker((limit,), "rate_limit")
     outcomes: list[object] = []
     try:
         for _ in range(3):
-            request = exchange()
+            request = exchange(client_ip=client_ip)
             try:
-                assert limiter.check(request, (limit,), "rate_limit") is None
+                if specialized:
+                    assert check(request) is None
+                else:
+                    assert limiter.check(request, (limit,), "rate_limit") is None
                 outcomes.append(request.response_headers)
             except TooManyRequests as refused:
                 outcomes.append(refused.headers)
@@ -88,6 +92,8 @@ def run_fast_path(use_c: bool) -> list[object]:
 def test_fast_path_same_with_and_without_c() -> None:
     with_c = run_fast_path(use_c=True)
     assert with_c == run_fast_path(use_c=False)
+    assert with_c == run_fast_path(use_c=True, specialized=True)
+    assert with_c == run_fast_path(use_c=False, specialized=True)
     first, second, third = with_c
     policy = (b"RateLimit-Policy", b'"per-ip";q=2;w=60')
     # The reset time carries up to 0.1 s of jitter, so t is rounded up to 31 or 61 at most.
@@ -123,5 +129,25 @@ def test_store_failures_counted_in_shared_memory() -> None:
             assert pending is not None
             asyncio.run(pending)  # type: ignore[arg-type]
         assert store.counters()["store_failures"] == 3
+    finally:
+        store.close()
+
+
+def test_specialized_check_groups_ipv6() -> None:
+    # Two addresses of one /64 share a bucket: the third request is refused.
+    store = SharedStore.create(capacity=64, workers=1)
+    limiter = Limiter(store, KeyBuilder(64), clock=lambda: 1_800_000_000.0)
+    limit = compiled(name="per-ip", key=["ip"], rate="2/min")
+    check = limiter.checker((limit,), "rate_limit")
+    try:
+        assert check(exchange(client_ip="2001:db8::1")) is None
+        assert check(exchange(client_ip="2001:db8::2")) is None
+        try:
+            check(exchange(client_ip="2001:db8::3"))
+        except TooManyRequests as refused:
+            assert refused.headers[0] == ("Retry-After", "30")
+        else:
+            raise AssertionError("the third request of the /64 was allowed")
+        assert check(exchange(client_ip="2001:db8:0:1::1")) is None
     finally:
         store.close()
