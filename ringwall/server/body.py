@@ -23,6 +23,7 @@ class RequestBody:
 
     __slots__ = (
         "_chunks",
+        "_on_wait",
         "_pause",
         "_resume",
         "_waiter",
@@ -48,6 +49,21 @@ class RequestBody:
         self._waiter: asyncio.Future[None] | None = None
         self._pause = pause
         self._resume = resume
+        # Called once, the first time a reader needs bytes that have not
+        # arrived: it sends `100 Continue` to a client that waits for it.
+        self._on_wait: Callable[[], None] | None = None
+
+    def on_first_wait(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when a reader first waits for bytes that have not arrived."""
+        self._on_wait = callback
+
+    def wanted(self) -> None:
+        """Tell the body that a reader needs it: run the `on_first_wait` callback if still due."""
+        callback = self._on_wait
+        if callback is not None:
+            self._on_wait = None
+            if self.received == 0 and not self.complete:
+                callback()
 
     def feed(self, data: bytes) -> None:
         self.received += len(data)
@@ -77,6 +93,7 @@ class RequestBody:
                 raise self.error
             if self.complete:
                 return None
+            self.wanted()
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -94,6 +111,7 @@ class RequestBody:
         while not self.complete and self.buffered < threshold:
             if self.error is not None:
                 raise self.error
+            self.wanted()
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter

@@ -286,6 +286,10 @@ class ClientConnection(asyncio.Protocol):
             exchange.body = RequestBody(
                 exchange.runtime.max_body_bytes, self._pause_reading, self._resume_reading
             )
+            if exchange.expect_continue and exchange.version == "1.1":
+                # The client waits for this before it sends the body it
+                # announced, so send it when a layer or the forwarder reads it.
+                exchange.body.on_first_wait(self._send_continue)
         if self.active is None and not self.queue and not self.closing:
             if self._defer_start(exchange):
                 return
@@ -393,6 +397,9 @@ class ClientConnection(asyncio.Protocol):
                 raise BadRequest(
                     LAYER, "a request that upgrades the connection must not have a body", close=True
                 )
+
+    def _send_continue(self) -> None:
+        self.write(_CONTINUE)
 
     def _defer_start(self, exchange: Exchange) -> bool:
         """Hold `exchange` as active until its body is complete or this read ends.
@@ -510,10 +517,8 @@ class ClientConnection(asyncio.Protocol):
             route = exchange.route
             assert route is not None
             body = exchange.body
-            if exchange.expect_continue and exchange.version == "1.1" and body is not None:
-                # The client waits for this before it sends the body it announced.
-                if body.received == 0 and not body.complete:
-                    self.write(_CONTINUE)
+            if body is not None:
+                body.wanted()  # sends 100 Continue if the client waits for it
             if forwarder is None:
                 forwarder = Forwarder(self, exchange, exchange.runtime.upstreams[route.upstream])
             self.forwarder = forwarder

@@ -218,6 +218,43 @@ def test_expect_continue(demo_gateway: GatewayThread, backend: DemoBackend) -> N
     assert "expect" not in received_headers(document)
 
 
+def test_expect_continue_before_validation_reads(backend: DemoBackend, tmp_path: Path) -> None:
+    # The validation layer reads the body before forwarding, so it must send
+    # 100 Continue first, or the client waits for its own timeout.
+    route_extra = """    validate:
+      content_types: [application/json]
+      json: {schema: {type: object}}"""
+    config = proxy_config(backend.port, route_extra=route_extra)
+    with running_gateway(config, tmp_path) as gateway, RawClient(gateway.port) as client:
+        client.send(
+            b"POST /api/echo HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        )
+        client.sock.settimeout(1.0)
+        interim = client.sock.recv(100)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        client.sock.settimeout(5.0)
+        client.send(b"{}")
+        document = client.response(b"POST").json()
+    assert document["body_length"] == 2
+
+
+def test_expect_continue_not_sent_for_rejected_head(backend: DemoBackend, tmp_path: Path) -> None:
+    route_extra = """    validate:
+      content_types: [application/json]
+      json: {schema: {type: object}}"""
+    config = proxy_config(backend.port, route_extra=route_extra)
+    with running_gateway(config, tmp_path) as gateway, RawClient(gateway.port) as client:
+        client.send(
+            b"POST /api/echo HTTP/1.1\r\nHost: api\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        )
+        client.sock.settimeout(5.0)
+        first = client.sock.recv(100)
+    assert first.startswith(b"HTTP/1.1 415 ")
+    assert backend.received == []
+
+
 def test_expect_continue_over_limit(backend: DemoBackend, tmp_path: Path) -> None:
     config = proxy_config(backend.port, server="  limits: {max_body_bytes: 10}")
     with running_gateway(config, tmp_path) as gateway, RawClient(gateway.port) as client:
