@@ -250,15 +250,20 @@ class Limiter:
             assert key is not None  # an IP is always known
             native = self._native_rates
             checked = (
-                native.check(key, now, ip_rate.interval, ip_rate.capacity, limit.item)
+                native.check(
+                    key, now, ip_rate.interval, ip_rate.capacity, limit.item, limit.policy_field
+                )
                 if native is not None
                 else None
             )
-            if isinstance(checked, bytes):
-                state = checked
+            if isinstance(checked, list):
+                fields = checked
             else:
                 state = self._decide_ip_rate(exchange, limit, key, now, checked, layer)
-            _add_fields(exchange, limit.policy_field, state)
+                fields = [limit.policy_field, (b"RateLimit", state)]
+            if exchange.response_headers:
+                fields = [*exchange.response_headers, *fields]
+            exchange.response_headers = fields
             return None
         results: list[_Result] = []
         for limit in limits:
@@ -299,21 +304,28 @@ class Limiter:
         capacity = ip_rate.capacity
         item = limit.item
         policy_field = limit.policy_field
+        # Client address to key, so that a connection's requests reuse one key
+        # and its cached hash. Cleared when full, so spoofed addresses cannot
+        # grow it.
+        keys: dict[str, bytes] = {}
 
         def check_ip_rate(exchange: Exchange) -> None:
             address = exchange.client_ip
-            if ":" in address:
-                address = client(address)
-            key = prefix + address.encode("ascii")
+            key = keys.get(address)
+            if key is None:
+                key = prefix + client(address).encode("ascii")
+                if len(keys) >= _KEY_CACHE_SIZE:
+                    keys.clear()
+                keys[address] = key
             now = clock()
-            state = native_check(key, now, interval, capacity, item)
-            if state.__class__ is not bytes:
-                state = self._decide_ip_rate(exchange, limit, key, now, state, layer)
+            fields = native_check(key, now, interval, capacity, item, policy_field)
+            if fields.__class__ is not list:
+                state = self._decide_ip_rate(exchange, limit, key, now, fields, layer)
+                fields = [policy_field, (b"RateLimit", state)]
             headers = exchange.response_headers
             if headers:
-                exchange.response_headers = [*headers, policy_field, (b"RateLimit", state)]
-            else:
-                exchange.response_headers = [policy_field, (b"RateLimit", state)]
+                fields = [*headers, *fields]
+            exchange.response_headers = fields
 
         return check_ip_rate
 
@@ -439,13 +451,6 @@ def _finish(exchange: Exchange, results: list[_Result], layer: str) -> None:
         exchange.response_headers = fields
 
 
-def _add_fields(exchange: Exchange, policy_field: tuple[bytes, bytes], state: bytes) -> None:
-    fields = [policy_field, (b"RateLimit", state)]
-    if exchange.response_headers:
-        fields = [*exchange.response_headers, *fields]
-    exchange.response_headers = fields
-
-
 def _state_reset(outcome: Outcome, key: bytes) -> int:
     """Return the `t` of a RateLimit item: never before the request would be allowed."""
     return _reset(max(outcome.reset, outcome.retry_after), key)
@@ -459,5 +464,7 @@ def _reset(seconds: float, key: bytes) -> int:
 
 
 _JITTER_STEP = 0.1 / 256
+# Entries of a specialized check's address-to-key cache.
+_KEY_CACHE_SIZE = 4096
 # tuple.__new__(Decision, fields) builds the NamedTuple without its Python-level __new__.
 _new_tuple = tuple.__new__

@@ -8,11 +8,13 @@
  * request inside a worker, and a per-IP limit must cost less than a tenth
  * of a proxied request (bench/run.py, system ringwall-limited).
  *
- * The stripe locks stay `multiprocessing` locks: this code calls their
- * bound `acquire(False)` and `release()` methods, so Python and C callers
- * exclude each other. A contended lock is not waited for here: `check`
- * returns None and the caller falls back to the Python path, which waits
- * with a timeout.
+ * The stripe locks stay `multiprocessing` locks. This code takes and
+ * releases their POSIX semaphores directly (`sem_trywait`, `sem_post` on the
+ * handle that `_multiprocessing.SemLock.handle` exposes), so Python and C
+ * callers exclude each other without a Python call. A contended lock is not
+ * waited for here: `check` returns None and the caller falls back to the
+ * Python path, which waits with a timeout. The Python lock objects' own
+ * counts do not see these acquisitions, and the store never reads them.
  *
  * Build flags: -ffp-contract=off keeps the compiler from fusing a multiply
  * and an add, which would change the rounding against the Python version.
@@ -21,7 +23,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,6 +43,8 @@
 
 /* The pid written into a stripe record while this process holds its lock. */
 static long cached_pid;
+/* b"RateLimit", the name of the field that `check` returns. */
+static PyObject *ratelimit_name;
 
 static void
 refresh_pid(void)
@@ -65,25 +71,33 @@ typedef struct {
     int has_view;
     Py_ssize_t buckets;
     Py_ssize_t rate_offset;
-    PyObject *acquires; /* tuple of STRIPES bound acquire methods */
-    PyObject *releases; /* tuple of STRIPES bound release methods */
+    sem_t *locks[STRIPES];
 } RateTable;
 
 static int
 RateTable_init(RateTable *self, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"memory", "buckets", "rate_offset", "acquires", "releases", NULL};
-    PyObject *memory, *acquires, *releases;
+    static char *keywords[] = {"memory", "buckets", "rate_offset", "handles", NULL};
+    PyObject *memory, *handles;
     Py_ssize_t buckets, rate_offset;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OnnO!O!", keywords, &memory, &buckets,
-                                     &rate_offset, &PyTuple_Type, &acquires, &PyTuple_Type,
-                                     &releases)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OnnO!", keywords, &memory, &buckets,
+                                     &rate_offset, &PyTuple_Type, &handles)) {
         return -1;
     }
-    if (PyTuple_GET_SIZE(acquires) != STRIPES || PyTuple_GET_SIZE(releases) != STRIPES) {
-        PyErr_Format(PyExc_ValueError, "acquires and releases must hold %d locks each", STRIPES);
+    if (PyTuple_GET_SIZE(handles) != STRIPES) {
+        PyErr_Format(PyExc_ValueError, "handles must hold %d semaphore handles", STRIPES);
         return -1;
+    }
+    for (Py_ssize_t stripe = 0; stripe < STRIPES; stripe++) {
+        void *handle = PyLong_AsVoidPtr(PyTuple_GET_ITEM(handles, stripe));
+        if (handle == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "a semaphore handle is 0");
+            }
+            return -1;
+        }
+        self->locks[stripe] = (sem_t *)handle;
     }
     if (buckets < 1 || rate_offset < STRIPES * STRIPE_BYTES) {
         PyErr_SetString(PyExc_ValueError, "invalid shared store layout");
@@ -105,10 +119,6 @@ RateTable_init(RateTable *self, PyObject *args, PyObject *kwargs)
     }
     self->buckets = buckets;
     self->rate_offset = rate_offset;
-    Py_INCREF(acquires);
-    Py_XSETREF(self->acquires, acquires);
-    Py_INCREF(releases);
-    Py_XSETREF(self->releases, releases);
     return 0;
 }
 
@@ -118,8 +128,6 @@ RateTable_dealloc(RateTable *self)
     if (self->has_view) {
         PyBuffer_Release(&self->view);
     }
-    Py_XDECREF(self->acquires);
-    Py_XDECREF(self->releases);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -136,13 +144,14 @@ RateTable_release(RateTable *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 RateTable_check(RateTable *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
+    if (nargs != 6) {
         PyErr_SetString(PyExc_TypeError,
-                        "check(key, now, interval, capacity, item) takes 5 arguments");
+                        "check(key, now, interval, capacity, item, policy_field) takes 6 arguments");
         return NULL;
     }
     PyObject *key = args[0];
     PyObject *item = args[4];
+    PyObject *policy_field = args[5];
     if (!PyBytes_Check(key) || !PyBytes_Check(item)) {
         PyErr_SetString(PyExc_TypeError, "key and item must be bytes");
         return NULL;
@@ -173,17 +182,16 @@ RateTable_check(RateTable *self, PyObject *const *args, Py_ssize_t nargs)
     char *base = memory + self->rate_offset + bucket * RATE_BUCKET_BYTES;
     int32_t *owner = (int32_t *)(memory + stripe * STRIPE_BYTES);
 
-    PyObject *result = PyObject_CallOneArg(PyTuple_GET_ITEM(self->acquires, stripe), Py_False);
-    if (result == NULL) {
-        return NULL;
-    }
-    int acquired = PyObject_IsTrue(result);
-    Py_DECREF(result);
-    if (acquired < 0) {
-        return NULL;
-    }
-    if (!acquired) {
-        Py_RETURN_NONE; /* contended: the caller waits in Python */
+    sem_t *lock = self->locks[stripe];
+    int status;
+    do {
+        status = sem_trywait(lock);
+    } while (status < 0 && errno == EINTR);
+    if (status < 0) {
+        if (errno == EAGAIN) {
+            Py_RETURN_NONE; /* contended: the caller waits in Python */
+        }
+        return PyErr_SetFromErrno(PyExc_OSError);
     }
     *owner = (int32_t)cached_pid;
 
@@ -225,18 +233,35 @@ RateTable_check(RateTable *self, PyObject *const *args, Py_ssize_t nargs)
     }
     *owner = 0;
 
-    PyObject *released = PyObject_CallNoArgs(PyTuple_GET_ITEM(self->releases, stripe));
-    if (released == NULL) {
-        return NULL;
+    if (sem_post(lock) < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
     }
-    Py_DECREF(released);
 
     if (allowed) {
         double left = floor((capacity - ahead) / interval + EPSILON);
         /* PyBytes_FromFormat has no %lld, and Py_ssize_t is 64 bits on the platforms built. */
         Py_ssize_t remaining = (Py_ssize_t)count_of(left);
         Py_ssize_t reset = (Py_ssize_t)ceil(ahead + (double)((uint64_t)hash & 0xFF) * JITTER_STEP);
-        return PyBytes_FromFormat("%s;r=%zd;t=%zd", PyBytes_AS_STRING(item), remaining, reset);
+        PyObject *state =
+            PyBytes_FromFormat("%s;r=%zd;t=%zd", PyBytes_AS_STRING(item), remaining, reset);
+        if (state == NULL) {
+            return NULL;
+        }
+        /* The response fields, ready to add: [policy_field, (b"RateLimit", state)]. */
+        PyObject *field = PyTuple_Pack(2, ratelimit_name, state);
+        Py_DECREF(state);
+        if (field == NULL) {
+            return NULL;
+        }
+        PyObject *fields = PyList_New(2);
+        if (fields == NULL) {
+            Py_DECREF(field);
+            return NULL;
+        }
+        Py_INCREF(policy_field);
+        PyList_SET_ITEM(fields, 0, policy_field);
+        PyList_SET_ITEM(fields, 1, field);
+        return fields;
     }
     double current = start - now;
     double left = floor((capacity - current) / interval + EPSILON);
@@ -245,10 +270,11 @@ RateTable_check(RateTable *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef RateTable_methods[] = {
     {"check", (PyCFunction)(void (*)(void))RateTable_check, METH_FASTCALL,
-     "check(key, now, interval, capacity, item)\n--\n\n"
-     "Count one request for key against a GCRA rate. Return the RateLimit item "
-     "bytes when allowed, a (tat, remaining, retry_after, reset) tuple when refused, "
-     "or None when the stripe lock is taken by another process."},
+     "check(key, now, interval, capacity, item, policy_field)\n--\n\n"
+     "Count one request for key against a GCRA rate. Return the response fields "
+     "[policy_field, (b'RateLimit', item + b';r=R;t=T')] when allowed, a "
+     "(tat, remaining, retry_after, reset) tuple when refused, or None when the "
+     "stripe lock is taken."},
     {"release", (PyCFunction)RateTable_release, METH_NOARGS,
      "Release the buffer of the mapping, so that it can be closed."},
     {NULL, NULL, 0, NULL},
@@ -292,6 +318,10 @@ PyInit__native(void)
     refresh_pid();
     if (pthread_atfork(NULL, NULL, refresh_pid) != 0) {
         PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
+        return NULL;
+    }
+    ratelimit_name = PyBytes_FromString("RateLimit");
+    if (ratelimit_name == NULL) {
         return NULL;
     }
     if (PyType_Ready(&RateTableType) < 0) {

@@ -1,19 +1,18 @@
-from collections.abc import Callable
-
 class RateTable:
     """The GCRA region of a SharedStore mapping, checked in C."""
 
     def __init__(
-        self,
-        memory: object,
-        buckets: int,
-        rate_offset: int,
-        acquires: tuple[Callable[..., bool], ...],
-        releases: tuple[Callable[[], None], ...],
+        self, memory: object, buckets: int, rate_offset: int, handles: tuple[int, ...]
     ) -> None: ...
     def check(
-        self, key: bytes, now: float, interval: float, capacity: float, item: bytes
-    ) -> bytes | tuple[float, int, float, float] | None: ...
+        self,
+        key: bytes,
+        now: float,
+        interval: float,
+        capacity: float,
+        item: bytes,
+        policy_field: tuple[bytes, bytes],
+    ) -> list[tuple[bytes, bytes]] | tuple[float, int, float, float] | None: ...
     def release(self) -> None: ...
 
 def owner_pid() -> int:

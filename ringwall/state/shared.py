@@ -249,8 +249,8 @@ class SharedStore:
                 memory,
                 layout.buckets,
                 layout.rate_offset,
-                tuple(self._acquires),
-                tuple(self._releases),
+                # The POSIX semaphores behind the locks, which the C check takes itself.
+                tuple(lock._semlock.handle for lock in locks),  # type: ignore[attr-defined]
             )
 
     @classmethod

@@ -13,6 +13,7 @@ from tests.state.test_shared import run_children
 
 NOW = 1_800_000_000.0
 ITEM = b'"per-ip"'
+POLICY = (b"RateLimit-Policy", b'"per-ip";q=10;w=1')
 
 
 @pytest.fixture
@@ -32,10 +33,13 @@ def rate_region(store: SharedStore) -> bytes:
     return bytes(store._memory[layout.rate_offset : layout.window_offset])
 
 
-def expected(decision: Decision, key: bytes) -> bytes | tuple[float, int, float, float]:
+def expected(
+    decision: Decision, key: bytes
+) -> list[tuple[bytes, bytes]] | tuple[float, int, float, float]:
     """Return what the C check returns for the reference's `decision`."""
     if decision.allowed:
-        return b"%b;r=%d;t=%d" % (ITEM, decision.remaining, _reset(decision.reset, key))
+        state = b"%b;r=%d;t=%d" % (ITEM, decision.remaining, _reset(decision.reset, key))
+        return [POLICY, (b"RateLimit", state)]
     return (decision.tat, decision.remaining, decision.retry_after, decision.reset)
 
 
@@ -64,7 +68,7 @@ def test_random_sequences_match_reference(
         now += chooser.choice([0.0, 0.0, 1e-9, 0.001, 0.05, 0.4, 3.0])
         key = chooser.choice(keys[: chooser.choice([3, 20, 200])])
         rate = chooser.choice(RATES)
-        got = table.check(key, now, rate.interval, rate.capacity, ITEM)
+        got = table.check(key, now, rate.interval, rate.capacity, ITEM, POLICY)
         want = expected(reference.check_rate(key, rate, now), key)
         assert got == want, (key, now, rate)
     assert rate_region(native) == rate_region(reference)
@@ -78,11 +82,11 @@ def test_python_check_reads_c_writes(pair: tuple[SharedStore, SharedStore]) -> N
     rate = Rate(3, 60.0, 3)
     key = b"k"
     for _ in range(2):
-        assert isinstance(table.check(key, NOW, rate.interval, rate.capacity, ITEM), bytes)
+        assert isinstance(table.check(key, NOW, rate.interval, rate.capacity, ITEM, POLICY), list)
     third = native.check_rate(key, rate, NOW)
     assert third.allowed
     assert third.remaining == 0
-    refused = table.check(key, NOW, rate.interval, rate.capacity, ITEM)
+    refused = table.check(key, NOW, rate.interval, rate.capacity, ITEM, POLICY)
     assert isinstance(refused, tuple)
     assert refused[2] == pytest.approx(20.0)
 
@@ -92,8 +96,11 @@ def test_item_names_remaining_and_reset(pair: tuple[SharedStore, SharedStore]) -
     table = native.native_rates
     assert table is not None
     rate = Rate(100, 60.0, 100)
-    state = table.check(b"client", NOW, rate.interval, rate.capacity, ITEM)
-    assert isinstance(state, bytes)
+    fields = table.check(b"client", NOW, rate.interval, rate.capacity, ITEM, POLICY)
+    assert isinstance(fields, list)
+    policy, (field_name, state) = fields
+    assert policy is POLICY
+    assert field_name == b"RateLimit"
     name, remaining, reset = state.split(b";")
     assert name == ITEM
     assert remaining == b"r=99"
@@ -109,10 +116,10 @@ def test_contended_stripe_returns_none(pair: tuple[SharedStore, SharedStore]) ->
     stripe = bucket % 64
     assert native._acquires[stripe](False)
     try:
-        assert table.check(key, NOW, 1.0, 10.0, ITEM) is None
+        assert table.check(key, NOW, 1.0, 10.0, ITEM, POLICY) is None
     finally:
         native._releases[stripe]()
-    assert isinstance(table.check(key, NOW, 1.0, 10.0, ITEM), bytes)
+    assert isinstance(table.check(key, NOW, 1.0, 10.0, ITEM, POLICY), list)
 
 
 def test_closed_store_raises() -> None:
@@ -121,7 +128,7 @@ def test_closed_store_raises() -> None:
     assert table is not None
     store.close()
     with pytest.raises(ValueError, match="closed"):
-        table.check(b"k", NOW, 1.0, 10.0, ITEM)
+        table.check(b"k", NOW, 1.0, 10.0, ITEM, POLICY)
 
 
 def test_wrong_argument_types_raise(pair: tuple[SharedStore, SharedStore]) -> None:
@@ -129,9 +136,9 @@ def test_wrong_argument_types_raise(pair: tuple[SharedStore, SharedStore]) -> No
     table = native.native_rates
     assert table is not None
     with pytest.raises(TypeError):
-        table.check("text", NOW, 1.0, 10.0, ITEM)  # type: ignore[arg-type]
+        table.check("text", NOW, 1.0, 10.0, ITEM, POLICY)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        table.check(b"k", "now", 1.0, 10.0, ITEM)  # type: ignore[arg-type]
+        table.check(b"k", "now", 1.0, 10.0, ITEM, POLICY)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         table.check(b"k", NOW, 1.0)  # type: ignore[call-arg]
 
@@ -145,10 +152,10 @@ def test_forked_children_allow_exactly_the_burst() -> None:
     def hammer(_: int) -> int:
         allowed = 0
         for _ in range(60):
-            result = table.check(b"shared", NOW, rate.interval, rate.capacity, ITEM)
+            result = table.check(b"shared", NOW, rate.interval, rate.capacity, ITEM, POLICY)
             if result is None:
                 result = store.check_rate(b"shared", rate, NOW).allowed
-            allowed += isinstance(result, bytes) or result is True
+            allowed += isinstance(result, list) or result is True
         return allowed
 
     try:
