@@ -209,6 +209,9 @@ def test_demo_products_limit_per_ip(gateway: GatewayThread) -> None:
     assert refused.header("RateLimit-Policy") == '"per-ip";q=100;w=60'
     assert (refused.header("RateLimit") or "").startswith('"per-ip";r=0;t=')
     assert refused.header("Content-Type") == "application/problem+json"
+    # A sliding window: no request comes back within the minute, however slow the client.
+    time.sleep(0.7)
+    assert get(gateway, "/api/products").status == 429
 
 
 def test_demo_bans_repeated_401(gateway: GatewayThread) -> None:

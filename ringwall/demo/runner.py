@@ -83,7 +83,7 @@ Try:
   head -c 2000000 /dev/zero | curl -i --data-binary @- {base}/api/orders   # 413
   curl -i --path-as-is '{base}/api/../etc/passwd'               # 404: judged as /etc/passwd
   curl -i '{base}/api/slow?delay=-1'                            # 400: below the spec's minimum
-  for i in $(seq 120); do curl -s -o /dev/null -w '%{{http_code}} ' {base}/api/products; done  # 429
+  for i in $(seq 101); do curl -s -o /dev/null -w '%{{http_code}} ' {base}/api/products; done  # 429
   {bans_env}ringwall bans list -c {DEMO_CONFIG}   # admin API on {admin}
 
 Run ringwall token and ringwall keys from this directory, so they use {state_dir}.
