@@ -30,7 +30,7 @@ _ALIASES = {"x-gzip": GZIP}
 # as zlib-wrapped, so raw deflate data fails the zlib header check with 400.
 _WINDOW_BITS = {GZIP: 16 + zlib.MAX_WBITS, DEFLATE: zlib.MAX_WBITS}
 _GZIP_MAGIC = b"\x1f\x8b"
-# The most output requested from zlib per call, and the most input given per
+# The maximum output requested from zlib per call, and the maximum input given per
 # call. It bounds how far past the limit one call can allocate, and how much
 # unconsumed input zlib copies after each call.
 _STEP = 64 * 1024

@@ -242,29 +242,6 @@ class Limiter:
             return self._check_remote(exchange, limits, layer)
         now = self.clock()
         local = self.local
-        ip_rate = limits[0].ip_rate if len(limits) == 1 else None
-        if ip_rate is not None:
-            # The common case, one rate per client IP, without the general loop.
-            limit = limits[0]
-            key = self.keys.key(limit, exchange)
-            assert key is not None  # an IP is always known
-            native = self._native_rates
-            checked = (
-                native.check(
-                    key, now, ip_rate.interval, ip_rate.capacity, limit.item, limit.policy_field
-                )
-                if native is not None
-                else None
-            )
-            if isinstance(checked, list):
-                fields = checked
-            else:
-                state = self._decide_ip_rate(exchange, limit, key, now, checked, layer)
-                fields = [limit.policy_field, (b"RateLimit", state)]
-            if exchange.response_headers:
-                fields = [*exchange.response_headers, *fields]
-            exchange.response_headers = fields
-            return None
         results: list[_Result] = []
         for limit in limits:
             spec, policy = limit.plan_for(exchange.identity)
@@ -287,16 +264,16 @@ class Limiter:
     ) -> Callable[[Exchange], Awaitable[None] | None]:
         """Return a function that runs `check(exchange, limits, layer)`.
 
-        For the common case, one rate per client IP in the embedded store
-        with the C check, the function is specialized: it costs about half
-        of `check` per request.
+        For the common case, one rate per client IP in the embedded store,
+        the function is specialized: with the C check it costs about half of
+        `check` per request.
         """
         native = self._native_rates
         ip_rate = limits[0].ip_rate if len(limits) == 1 else None
-        if self.remote is not None or native is None or ip_rate is None:
+        if self.remote is not None or ip_rate is None:
             return lambda exchange: self.check(exchange, limits, layer)
         limit = limits[0]
-        native_check = native.check
+        native_check = native.check if native is not None else None
         clock = self.clock
         client = self.keys.client
         prefix = limit.prefix
@@ -318,7 +295,11 @@ class Limiter:
                     keys.clear()
                 keys[address] = key
             now = clock()
-            fields = native_check(key, now, interval, capacity, item, policy_field)
+            fields = (
+                native_check(key, now, interval, capacity, item, policy_field)
+                if native_check is not None
+                else None
+            )
             if fields.__class__ is not list:
                 state = self._decide_ip_rate(exchange, limit, key, now, fields, layer)
                 fields = [policy_field, (b"RateLimit", state)]

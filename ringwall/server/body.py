@@ -57,7 +57,7 @@ class RequestBody:
         """Call `callback` once, when a reader first waits for bytes that have not arrived."""
         self._on_wait = callback
 
-    def wanted(self) -> None:
+    def mark_needed(self) -> None:
         """Tell the body that a reader needs it: run the `on_first_wait` callback if still due."""
         callback = self._on_wait
         if callback is not None:
@@ -93,7 +93,7 @@ class RequestBody:
                 raise self.error
             if self.complete:
                 return None
-            self.wanted()
+            self.mark_needed()
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -111,7 +111,7 @@ class RequestBody:
         while not self.complete and self.buffered < threshold:
             if self.error is not None:
                 raise self.error
-            self.wanted()
+            self.mark_needed()
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter

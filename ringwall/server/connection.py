@@ -518,7 +518,7 @@ class ClientConnection(asyncio.Protocol):
             assert route is not None
             body = exchange.body
             if body is not None:
-                body.wanted()  # sends 100 Continue if the client waits for it
+                body.mark_needed()  # sends 100 Continue if the client waits for it
             if forwarder is None:
                 forwarder = Forwarder(self, exchange, exchange.runtime.upstreams[route.upstream])
             self.forwarder = forwarder

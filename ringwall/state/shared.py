@@ -487,9 +487,7 @@ class SharedStore:
             slot = _find_slot(self._memory, tag, base)
             if slot < 0:
                 return False
-            offset = base + _TAGS_BYTES + slot * _WINDOW_SLOT_BYTES
-            self._memory[offset : offset + _WINDOW_SLOT_BYTES] = bytes(_WINDOW_SLOT_BYTES)
-            self._write_tag(base, slot, 0)
+            self._free_slot(base, slot, _WINDOW_SLOT_BYTES)
         finally:
             self._release(stripe)
         return True
@@ -715,8 +713,7 @@ class SharedStore:
                 return False
             offset = base + _TAGS_BYTES + slot * _BAN_SLOT_BYTES
             _until, level_until = struct.unpack_from("=dd", self._memory, offset)
-            self._memory[offset : offset + _BAN_SLOT_BYTES] = bytes(_BAN_SLOT_BYTES)
-            self._write_tag(base, slot, 0)
+            self._free_slot(base, slot, _BAN_SLOT_BYTES)
         finally:
             self._release(stripe)
         return bool(level_until > 0)
@@ -915,6 +912,12 @@ class SharedStore:
         """Return the key's tag and bucket index, as check_rate computes them."""
         tag = hash(key) or 1
         return tag, tag % self._buckets
+
+    def _free_slot(self, base: int, slot: int, slot_bytes: int) -> None:
+        """Zero slot `slot` of the bucket at `base` and its tag, which marks it free."""
+        offset = base + _TAGS_BYTES + slot * slot_bytes
+        self._memory[offset : offset + slot_bytes] = bytes(slot_bytes)
+        self._write_tag(base, slot, 0)
 
     def _write_tag(self, base: int, slot: int, tag: int) -> None:
         _TAG.pack_into(self._memory, base + slot * _TAG_BYTES, tag)
