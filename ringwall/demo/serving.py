@@ -74,6 +74,10 @@ class StreamServer:
         # runs this callback is cancelled, so stop() cancels an inner task instead.
         callback_task = asyncio.current_task()
         assert callback_task is not None
+        if self._server is None:
+            # Accepted just before stop(), which did not see this connection.
+            writer.close()
+            return
         connection_task = asyncio.create_task(self._serve_client(reader, writer))
         self._callback_tasks.add(callback_task)
         self._connection_tasks.add(connection_task)

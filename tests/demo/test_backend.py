@@ -17,6 +17,7 @@ from ringwall.demo import api
 from ringwall.demo.api import DemoApi
 from ringwall.demo.backend import DemoBackend, ReceivedRequest, _parse_listen_address
 from tests.support.backend_thread import running_backend
+from tests.support.waiting import wait_for
 
 TIMEOUT = 5.0
 
@@ -451,6 +452,7 @@ def test_stop_closes_open_connections() -> None:
         busy.sendall(b"GET /api/slow?delay=30 HTTP/1.1\r\nHost: demo\r\n\r\n")
         idle.sendall(b"GET /health HTTP/1.1\r\nHost: demo\r\n\r\n")
         read_head(idle)
+        assert wait_for(lambda: len(backend.received) == 2)
         started = time.monotonic()
     try:
         assert time.monotonic() - started < TIMEOUT

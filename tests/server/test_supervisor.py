@@ -15,6 +15,7 @@ from ringwall.demo.backend import DemoBackend
 from tests.support.backend_thread import running_backend
 from tests.support.client import RawClient
 from tests.support.gateway_process import Gateway
+from tests.support.waiting import wait_for
 
 
 def write_config(path: Path, backend_port: int, route_path: str = "/") -> None:
@@ -55,16 +56,6 @@ def gateway(config_path: Path) -> Iterator[Gateway]:
         yield process
     finally:
         process.stop()
-
-
-def wait_for(condition: object, seconds: float = 5.0) -> bool:
-    assert callable(condition)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_workers_serve(gateway: Gateway) -> None:
