@@ -1,4 +1,4 @@
-"""Poll a condition from a synchronous test until it holds or time runs out."""
+"""Poll a condition from a synchronous test until it is true or the time runs out."""
 
 import time
 from collections.abc import Callable
