@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from ringwall.gateway.routing import CompiledRoute
     from ringwall.runtime import Runtime
     from ringwall.server.body import RequestBody
+    from ringwall.tls.handshake import HandshakeInfo
 
 
 class Exchange:
@@ -42,6 +43,8 @@ class Exchange:
     authorization: tuple[bytes, ...] | list[bytes] = ()
     authorization_at = -1
     rejection: Rejection | None = None
+    # The connection's TLS handshake; None over plain HTTP.
+    tls: HandshakeInfo | None = None
 
     # Set by layers.
     route: CompiledRoute | None = None

@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 
 from ringwall.config.limits import LimitConfig, LimitsConfig
 from ringwall.config.response import CorsConfig, SecurityHeadersConfig
+from ringwall.config.tls import ClientTlsConfig, TlsListenerConfig
 from ringwall.config.types import ByteSize, Duration, ListenAddress, Secret, SecretValue
 from ringwall.config.validation import ValidateConfig
 from ringwall.config.waf import WafConfig
@@ -90,6 +91,8 @@ class ServerConfig(Model):
     hosts: tuple[str, ...] = ()
     limits: ClientLimits = ClientLimits()
     timeouts: ClientTimeouts = ClientTimeouts()
+    # The HTTPS listener; None: plain HTTP on `listen` only.
+    tls: TlsListenerConfig | None = None
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -244,6 +247,8 @@ class Upstream(Model):
     timeouts: UpstreamTimeouts = UpstreamTimeouts()
     passive_health: PassiveHealth = PassiveHealth()
     health_check: ActiveHealth | None = None
+    # TLS settings for https:// targets.
+    tls: ClientTlsConfig | None = None
 
     @field_validator("targets", mode="before")
     @classmethod
