@@ -124,6 +124,17 @@ def run_certs(arguments: argparse.Namespace, *, clock: Callable[[], float] = tim
     return 0
 
 
+def ensure_dev_certificates(directory: Path, now: datetime.datetime) -> None:
+    """Create the development CA and certificates in `directory` where missing or expiring.
+
+    Raises OSError, or ValueError with the fix, when the directory cannot be used.
+    """
+    try:
+        _write_dev_files(directory, now, force=False)
+    except _CertsError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _write_dev_files(directory: Path, now: datetime.datetime, *, force: bool) -> list[_Outcome]:
     _make_private_directory(directory)
     with _locked(directory):
@@ -291,11 +302,10 @@ def _print_summary(
     client_path = shlex.quote(str(directory / CLIENT_FILE))
     client_key_path = shlex.quote(str(directory / CLIENT_KEY_FILE))
     print()
-    # TODO: name Ringwall's own TLS listener here once it exists.
     print(
-        f"Ringwall does not serve TLS yet. For a TLS server on 127.0.0.1:8443 that uses\n"
-        f"{SERVER_FILE} and {SERVER_KEY_FILE}, curl verifies the server with the CA, and\n"
-        "the second command adds the client certificate for mutual TLS:"
+        f"For a Ringwall HTTPS listener on 127.0.0.1:8443 (server.tls) with {SERVER_FILE}\n"
+        f"and {SERVER_KEY_FILE}, curl verifies the server with the CA, and the second\n"
+        "command adds the client certificate for mutual TLS:"
     )
     print(f"  curl --cacert {ca_path} {EXAMPLE_URL}")
     print(f"  curl --cacert {ca_path} --cert {client_path} --key {client_key_path} {EXAMPLE_URL}")

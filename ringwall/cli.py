@@ -21,6 +21,7 @@ from ringwall.keys_cli import add_keys_parser, run_keys
 from ringwall.openapi_cli import add_openapi_parser, run_import_openapi
 from ringwall.revoke_cli import add_revoke_parser, run_revoke
 from ringwall.server.allocator import restart_with_tuned_allocator
+from ringwall.tls.context import check_tls_files
 from ringwall.token_cli import add_token_parser, run_token
 
 
@@ -50,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", type=_listen, help="HOST:PORT to listen on (overrides server.listen)"
     )
     run.add_argument(
+        "--listen-tls",
+        type=_listen,
+        help="HOST:PORT of the HTTPS listener (overrides server.tls.listen)",
+    )
+    run.add_argument(
         "--workers", type=_workers, help="number of worker processes (overrides server.workers)"
     )
 
@@ -69,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_listen,
         default=("127.0.0.1", 8080),
         help="gateway HOST:PORT (default 127.0.0.1:8080)",
+    )
+    demo.add_argument(
+        "--listen-tls",
+        type=_listen,
+        default=("127.0.0.1", 8443),
+        help="gateway HTTPS HOST:PORT (default 127.0.0.1:8443)",
     )
     demo.add_argument(
         "--workers", type=_workers, default=1, help="number of worker processes (default 1)"
@@ -98,10 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None and _runs_waf(arguments.config):
             # Started as a program: start again with glibc tuned for the WAF.
             restart_with_tuned_allocator(sys.orig_argv[1:])
-        return serve(arguments.config, Overrides(arguments.listen, arguments.workers))
+        overrides = Overrides(arguments.listen, arguments.workers, arguments.listen_tls)
+        return serve(arguments.config, overrides)
     from ringwall.demo.runner import run_demo
 
-    return run_demo(arguments.listen, arguments.workers)
+    return run_demo(arguments.listen, arguments.workers, arguments.listen_tls)
 
 
 def check(path: Path) -> int:
@@ -115,6 +128,10 @@ def check(path: Path) -> int:
     waf_problem = load_waf_rules(config)
     if waf_problem:
         print(f"{path}: {waf_problem}", file=sys.stderr)
+        return 2
+    tls_problem = check_tls_files(config)
+    if tls_problem:
+        print(f"{path}: {tls_problem}", file=sys.stderr)
         return 2
     print(
         f"{path}: valid ({len(config.routes)} routes, {len(config.upstreams)} upstreams)",

@@ -158,11 +158,24 @@ class Runtime:
         self.cors = {route.name: CorsPolicy(route.cors) for route in config.routes if route.cors}
         if self.cors:
             after_routing.append(CorsLayer(self.cors))
-        # NOTE: HSTS needs an HTTPS listener, which the gateway does not have yet.
         self.security_headers = {
             route.name: SecurityHeaders(route.security_headers or config.security_headers, False)
             for route in config.routes
         }
+        # The same fields with Strict-Transport-Security, for HTTPS connections.
+        self.security_headers_https = {
+            route.name: SecurityHeaders(route.security_headers or config.security_headers, True)
+            for route in config.routes
+        }
+        hsts = config.security_headers.hsts
+        self.hsts_field: tuple[tuple[bytes, bytes], ...] = ()
+        if hsts.enabled:
+            value = f"max-age={int(hsts.max_age)}"
+            if hsts.include_subdomains:
+                value += "; includeSubDomains"
+            if hsts.preload:
+                value += "; preload"
+            self.hsts_field = ((b"Strict-Transport-Security", value.encode("ascii")),)
         after_routing += [
             # A declared body over the limit is refused before any credential
             # is checked, as nginx does with client_max_body_size.
@@ -278,7 +291,7 @@ class Runtime:
             store = config.limits.store
             assert store.url is not None
             self._redis = RedisClient.from_url(
-                store.url, timeout=store.timeout, ca_file=store.ca_file
+                store.url, timeout=store.timeout, ca_file=store.ca_file, tls=store.tls
             )
             self._closers.append(self._redis.close)
         return self._redis

@@ -19,6 +19,7 @@ from ringwall.demo.runner import DEMO_CONFIG, GATEWAY_KEY_FILE
 from ringwall.gateway.upstream_token import create_signing_key
 from tests.support.backend_thread import running_backend
 from tests.support.client import RawClient, Response, request
+from tests.support.demo_certs import demo_certs_dir
 from tests.support.gateway_thread import GatewayThread, running_gateway
 from tests.support.loop_thread import running_loop
 from tests.support.tokens import b64, hs256_token
@@ -54,6 +55,7 @@ def gateway(backend: DemoBackend, issuer: DemoIssuer, tmp_path: Path) -> Iterato
             "DEMO_BACKEND_URL": f"http://127.0.0.1:{backend.port}",
             "DEMO_IDP_URL": f"http://127.0.0.1:{idp.port}",
             "DEMO_STATE_DIR": str(issuer.state_dir),
+            "DEMO_CERTS_DIR": str(demo_certs_dir()),
         }
         config = load_config(DEMO_CONFIG, environ)
         try:

@@ -24,6 +24,7 @@ from ringwall.gateway.upstream_token import create_signing_key
 from ringwall.http.canonical import canonical_path
 from tests.support.backend_thread import running_backend
 from tests.support.client import request
+from tests.support.demo_certs import demo_certs_dir
 from tests.support.gateway_thread import GatewayThread, running_gateway
 from tests.support.loop_thread import running_loop
 
@@ -93,6 +94,7 @@ def setup(
             "DEMO_BACKEND_URL": f"http://127.0.0.1:{backend.port}",
             "DEMO_IDP_URL": f"http://127.0.0.1:{idp.port}",
             "DEMO_STATE_DIR": str(state),
+            "DEMO_CERTS_DIR": str(demo_certs_dir()),
         }
         config = load_config(DEMO_CONFIG, environ)
         # Hundreds of requests from one address would trip the demo's ban rule and limits.

@@ -38,6 +38,7 @@ from ringwall.demo.runner import DEMO_CONFIG, GATEWAY_KEY_FILE
 from ringwall.gateway.auth.api_keys import ApiKeyStore
 from ringwall.gateway.upstream_token import create_signing_key
 from tests.support.backend_thread import running_backend
+from tests.support.demo_certs import demo_certs_dir
 from tests.support.gateway_thread import GatewayThread, running_gateway
 from tests.support.loop_thread import running_loop
 from tests.support.openapi_conformance import SpecConformance
@@ -144,6 +145,7 @@ def running_demo(tmp_path: Path) -> Iterator[DemoStack]:
             "DEMO_BACKEND_URL": f"http://127.0.0.1:{backend.port}",
             "DEMO_IDP_URL": f"http://127.0.0.1:{idp.port}",
             "DEMO_STATE_DIR": str(state),
+            "DEMO_CERTS_DIR": str(demo_certs_dir()),
         }
         config = without_limits(load_config(DEMO_CONFIG, environ))
         session = requests.Session()

@@ -118,30 +118,6 @@ class SniPolicy(_Model):
         return tuple(normalize_server_name(str(name)) for name in value)
 
 
-class HstsConfig(_Model):
-    """The Strict-Transport-Security field added to every HTTPS response."""
-
-    max_age: Duration = 63_072_000.0
-    include_subdomains: bool = False
-    preload: bool = False
-
-    @model_validator(mode="after")
-    def _check_preload(self) -> HstsConfig:
-        if self.preload and (not self.include_subdomains or self.max_age < 31_536_000):
-            raise ValueError(
-                "hsts preload needs include_subdomains: true and max_age of at least 1 year"
-            )
-        return self
-
-    def field_value(self) -> bytes:
-        value = f"max-age={int(self.max_age)}"
-        if self.include_subdomains:
-            value += "; includeSubDomains"
-        if self.preload:
-            value += "; preload"
-        return value.encode("ascii")
-
-
 class Http2Config(_Model):
     """HTTP/2 over TLS (ALPN h2), with the limits that bound one connection's cost."""
 
@@ -173,7 +149,6 @@ class TlsListenerConfig(_Model):
     certificates: tuple[CertificateFiles, ...] = Field(min_length=1)
     client_auth: ClientAuthConfig = ClientAuthConfig()
     sni: tuple[SniPolicy, ...] = ()
-    hsts: HstsConfig | None = HstsConfig()
     # The plain `server.listen` answers every request with 308 to HTTPS.
     redirect_http: bool = True
     session_tickets: bool = True

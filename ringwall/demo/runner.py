@@ -7,13 +7,16 @@ directory, created on first run.
 
 from __future__ import annotations
 
+import datetime
 import os
+import shlex
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from ringwall.certs_cli import ensure_dev_certificates
 from ringwall.config.types import format_listen_address
 from ringwall.demo.issuer import DEFAULT_STATE_DIR, create_admin_token, load_or_create_issuer
 from ringwall.gateway.upstream_token import create_signing_key
@@ -22,6 +25,7 @@ from ringwall.server.supervisor import Overrides, bind_socket, serve
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "demo" / "ringwall.yaml"
 GATEWAY_KEY_FILE = "gateway-key.pem"
 DEFAULT_ADMIN_LISTEN = ("127.0.0.1", 9901)
+DEFAULT_TLS_LISTEN = ("127.0.0.1", 8443)
 _BACKEND_START_SECONDS = 10.0
 
 
@@ -55,8 +59,19 @@ def _admin_listen() -> str:
     return format_listen_address(DEFAULT_ADMIN_LISTEN)
 
 
-def _banner(gateway: str, backend_url: str, idp_url: str, state_dir: Path, admin: str) -> str:
-    base = f"http://{gateway}"
+def _banner(
+    gateway: str,
+    plain: str,
+    certs_dir: Path,
+    backend_url: str,
+    idp_url: str,
+    state_dir: Path,
+    admin: str,
+) -> str:
+    base = f"https://{gateway}"
+    ca = shlex.quote(str(certs_dir / "ca.pem"))
+    client = shlex.quote(str(certs_dir / "client.pem"))
+    client_key = shlex.quote(str(certs_dir / "client-key.pem"))
     bans_env = (
         ""
         if admin == format_listen_address(DEFAULT_ADMIN_LISTEN)
@@ -65,13 +80,19 @@ def _banner(gateway: str, backend_url: str, idp_url: str, state_dir: Path, admin
     return f"""
 Ringwall demo
   gateway:   {base}  (config {DEMO_CONFIG})
+  http:      http://{plain}  (redirects to HTTPS with 308)
+  certs:     {certs_dir}  (development CA; curl trusts it with --cacert)
   backend:   {backend_url}  (demo fintech API)
   issuer:    {idp_url}/.well-known/jwks.json  (demo identity provider)
   state:     {state_dir}  (issuer key, API key file)
   access log: JSON lines on stdout; errors on stderr
 
-Try:
+Try (from this directory; CURL_CA_BUNDLE makes every curl below trust the demo CA):
+  export CURL_CA_BUNDLE={ca}
   curl -i {base}/api/products                                   # public
+  curl -i --cert {client} --key {client_key} {base}/api/internal/status  # mTLS: 200
+  curl -i {base}/api/internal/status                            # 401 without the certificate
+  curl -i --http2 {base}/api/products                           # HTTP/2
   curl -i {base}/api/orders                                     # 401 without a token
   TOKEN=$(ringwall token --sub alice --role customer --accounts acc-1001)
   curl -i {base}/api/accounts/acc-1001 -H "Authorization: Bearer $TOKEN"   # 200, own account
@@ -107,22 +128,34 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def run_demo(listen: tuple[str, int], workers: int, state_dir: Path = DEFAULT_STATE_DIR) -> int:
+def run_demo(
+    listen: tuple[str, int],
+    workers: int,
+    listen_tls: tuple[str, int] = DEFAULT_TLS_LISTEN,
+    state_dir: Path = DEFAULT_STATE_DIR,
+) -> int:
     """Start the demo backend and identity provider, then the gateway; return the exit code."""
     if not DEMO_CONFIG.is_file():
         print(f"demo configuration not found at {DEMO_CONFIG}", file=sys.stderr)
         return 1
-    try:
-        bind_socket(listen).close()
-    except OSError as exc:
-        address = format_listen_address(listen)
-        print(
-            f"cannot listen on {address}: {exc.strerror}. "
-            "Stop what uses it, or pick another address: ringwall demo --listen 127.0.0.1:8081",
-            file=sys.stderr,
-        )
-        return 1
+    for address, option in ((listen, "--listen"), (listen_tls, "--listen-tls")):
+        try:
+            bind_socket(address).close()
+        except OSError as exc:
+            text = format_listen_address(address)
+            print(
+                f"cannot listen on {text}: {exc.strerror}. Stop what uses it, "
+                f"or pick another address: ringwall demo {option} 127.0.0.1:PORT",
+                file=sys.stderr,
+            )
+            return 1
     state_dir = state_dir.resolve()
+    certs_dir = state_dir / "certs"
+    try:
+        ensure_dev_certificates(certs_dir, datetime.datetime.now(datetime.UTC))
+    except (OSError, ValueError) as exc:
+        print(f"cannot create the demo certificates in {certs_dir}: {exc}", file=sys.stderr)
+        return 1
     load_or_create_issuer(state_dir)  # the key that `ringwall token` signs with
     create_signing_key(state_dir / GATEWAY_KEY_FILE)  # the gateway's own, for upstream tokens
     create_admin_token(state_dir)  # read by the gateway and by `ringwall bans`
@@ -144,13 +177,23 @@ def run_demo(listen: tuple[str, int], workers: int, state_dir: Path = DEFAULT_ST
         os.environ["DEMO_BACKEND_URL"] = backend_url
         os.environ["DEMO_IDP_URL"] = idp_url
         os.environ["DEMO_STATE_DIR"] = str(state_dir)
+        os.environ["DEMO_CERTS_DIR"] = str(certs_dir)
         admin = _admin_listen()
         os.environ["DEMO_ADMIN_LISTEN"] = admin
         print(
-            _banner(format_listen_address(listen), backend_url, idp_url, state_dir, admin),
+            _banner(
+                format_listen_address(listen_tls),
+                format_listen_address(listen),
+                certs_dir,
+                backend_url,
+                idp_url,
+                state_dir,
+                admin,
+            ),
             flush=True,
         )
-        return serve(DEMO_CONFIG, Overrides(listen=listen, workers=workers))
+        overrides = Overrides(listen=listen, workers=workers, listen_tls=listen_tls)
+        return serve(DEMO_CONFIG, overrides)
     finally:
         for process in processes:
             _stop(process)

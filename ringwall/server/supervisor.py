@@ -27,6 +27,7 @@ from ringwall.errors import ConfigError
 from ringwall.logs import configure_error_log
 from ringwall.server.worker import run_worker, send_config
 from ringwall.state.shared import SharedStore, StoreError
+from ringwall.tls.context import check_tls_files, new_ticket_secret
 
 log = logging.getLogger("ringwall.supervisor")
 
@@ -47,11 +48,15 @@ class Overrides:
 
     listen: tuple[str, int] | None = None
     workers: int | None = None
+    # Where the HTTPS listener listens, when the configuration has one.
+    listen_tls: tuple[str, int] | None = None
 
     def apply(self, config: Config) -> Config:
         server_updates: dict[str, object] = {}
         if self.listen is not None:
             server_updates["listen"] = self.listen
+        if self.listen_tls is not None and config.server.tls is not None:
+            server_updates["tls"] = config.server.tls.model_copy(update={"listen": self.listen_tls})
         if self.workers is not None:
             server_updates["workers"] = self.workers
         if not server_updates:
@@ -86,6 +91,11 @@ class Supervisor:
     admin_sock: socket.socket | None = None
     # Store indexes of running and draining workers, by pid.
     indexes: dict[int, int] = field(default_factory=dict)
+    # The HTTPS listener, bound at start like `sock`; None without `server.tls`.
+    tls_sock: socket.socket | None = None
+    # Made once before the first fork, so that every worker can resume the
+    # TLS sessions of every other worker.
+    ticket_secret: bytes = field(default_factory=new_ticket_secret)
 
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
@@ -129,7 +139,16 @@ class Supervisor:
                 os.close(other.config_fd)
             code = 0
             try:
-                run_worker(self.config, self.sock, read_fd, self.shared, index, self.admin_sock)
+                run_worker(
+                    self.config,
+                    self.sock,
+                    read_fd,
+                    self.shared,
+                    index,
+                    self.admin_sock,
+                    self.tls_sock,
+                    self.ticket_secret,
+                )
             except BaseException:
                 log.exception("worker failed")
                 code = 1
@@ -158,8 +177,19 @@ class Supervisor:
                     },
                 )
             return False
+        tls_problem = check_tls_files(new_config)
+        if tls_problem:
+            log.error(
+                "invalid TLS files, keeping the running configuration",
+                extra={"cause": cause, "file": str(self.config_path), "problem": tls_problem},
+            )
+            return False
         if new_config.server.listen != self.config.server.listen:
             log.warning("a new listen address takes effect only after a restart")
+        old_tls = self.config.server.tls.listen if self.config.server.tls else None
+        new_tls = new_config.server.tls.listen if new_config.server.tls else None
+        if new_tls != old_tls:
+            log.warning("a change to server.tls.listen takes effect only after a restart")
         old_admin = self.config.admin.listen if self.config.admin else None
         new_admin = new_config.admin.listen if new_config.admin else None
         if new_admin != old_admin:
@@ -250,7 +280,6 @@ class Supervisor:
                     time.sleep(_CRASH_LOOP_SECONDS)  # a worker that fails at start: slow down
                 self._spawn()
 
-
     def _forget(self, pid: int) -> None:
         """Clear what an exited worker left in the shared store: its connections and locks."""
         index = self.indexes.pop(pid, None)
@@ -302,6 +331,10 @@ def serve(config_path: Path, overrides: Overrides) -> int:
     if waf_problem:
         print(f"{config_path}: {waf_problem}", file=sys.stderr)
         return 2
+    tls_problem = check_tls_files(config)
+    if tls_problem:
+        print(f"{config_path}: {tls_problem}", file=sys.stderr)
+        return 2
     try:
         sock = bind_socket(config.server.listen)
     except OSError as exc:
@@ -317,10 +350,27 @@ def serve(config_path: Path, overrides: Overrides) -> int:
             host, port = config.admin.listen
             print(f"admin.listen: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
             return 1
-    supervisor = Supervisor(config_path, config, overrides, sock, admin_sock=admin_sock)
+    tls_sock = None
+    if config.server.tls is not None:
+        try:
+            tls_sock = bind_socket(config.server.tls.listen)
+        except OSError as exc:
+            sock.close()
+            if admin_sock is not None:
+                admin_sock.close()
+            host, port = config.server.tls.listen
+            print(
+                f"server.tls.listen: cannot listen on {host}:{port}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return 1
+    supervisor = Supervisor(
+        config_path, config, overrides, sock, admin_sock=admin_sock, tls_sock=tls_sock
+    )
     try:
         return supervisor.run()
     finally:
         sock.close()
-        if admin_sock is not None:
-            admin_sock.close()
+        for extra in (admin_sock, tls_sock):
+            if extra is not None:
+                extra.close()

@@ -15,7 +15,9 @@ from ringwall.logs import AccessLog, configure_error_log
 from ringwall.runtime import RequestIds, Runtime
 from ringwall.server.admin import AdminConnection
 from ringwall.server.connection import ClientConnection
+from ringwall.server.redirect import RedirectConnection
 from ringwall.state.shared import SharedStore
+from ringwall.tls.context import ServerTls, TlsConfigError, new_ticket_secret
 
 log = logging.getLogger("ringwall.worker")
 
@@ -32,6 +34,7 @@ class Worker:
         loop: asyncio.AbstractEventLoop,
         shared: SharedStore | None = None,
         index: int = 0,
+        ticket_secret: bytes | None = None,
     ) -> None:
         self.loop = loop
         # The store shared with the other workers, made by the supervisor before
@@ -45,15 +48,45 @@ class Worker:
         self.access_log = AccessLog(loop, config.logging)
         self.server: asyncio.Server | None = None
         self.admin_server: asyncio.Server | None = None
+        self.tls_server: asyncio.Server | None = None
+        # The HTTPS listener's contexts; None without server.tls. The secret
+        # comes from the supervisor, so every worker can resume every session.
+        tls_config = config.server.tls
+        self.tls = (
+            ServerTls(tls_config, ticket_secret or new_ticket_secret())
+            if tls_config is not None
+            else None
+        )
+        self._tls_check = 0.0
         self.admin_connections = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopped = loop.create_future()
         loop.set_exception_handler(self._log_loop_error)
 
-    async def start(self, sock: socket.socket, admin_sock: socket.socket | None = None) -> None:
-        self.server = await self.loop.create_server(
-            lambda: ClientConnection(self), sock=sock, backlog=1024
-        )
+    async def start(
+        self,
+        sock: socket.socket,
+        admin_sock: socket.socket | None = None,
+        tls_sock: socket.socket | None = None,
+    ) -> None:
+        tls_config = self.runtime.config.server.tls
+        if tls_config is not None and tls_config.redirect_http and tls_sock is not None:
+            https_port = tls_sock.getsockname()[1]
+            self.server = await self.loop.create_server(
+                lambda: RedirectConnection(self, https_port), sock=sock, backlog=1024
+            )
+        else:
+            self.server = await self.loop.create_server(
+                lambda: ClientConnection(self), sock=sock, backlog=1024
+            )
+        if tls_sock is not None and self.tls is not None and tls_config is not None:
+            self.tls_server = await self.loop.create_server(
+                lambda: ClientConnection(self),
+                sock=tls_sock,
+                backlog=1024,
+                ssl=self.tls.context,
+                ssl_handshake_timeout=tls_config.handshake_timeout,
+            )
         if admin_sock is not None:
             self.admin_server = await self.loop.create_server(
                 lambda: AdminConnection(self), sock=admin_sock, backlog=64
@@ -71,6 +104,15 @@ class Worker:
                 extra={"error": str(exc)},
             )
             return
+        if self.tls is not None and config.server.tls is not None:
+            try:
+                self.tls.apply(config.server.tls)
+            except TlsConfigError as exc:
+                log.error(
+                    "cannot use the new TLS certificates, keeping the running configuration",
+                    extra={"error": str(exc)},
+                )
+                return
         old = self.runtime
         self.runtime = Runtime(config, self.loop, self.shared, self.index)
         old.close()
@@ -83,6 +125,8 @@ class Worker:
         """Stop accepting, let requests in flight finish, then close what is left."""
         if self.server is not None:
             self.server.close()
+        if self.tls_server is not None:
+            self.tls_server.close()
         if self.admin_server is not None:
             self.admin_server.close()
         for connection in list(self.connections):
@@ -131,6 +175,11 @@ class Worker:
         for connection in list(self.connections):
             connection.check_deadlines(now)
         self.runtime.sweep(now)
+        tls_config = self.runtime.config.server.tls
+        if self.tls is not None and tls_config is not None and now >= self._tls_check:
+            self._tls_check = now + tls_config.reload_interval
+            self.tls.reload_changed_files()
+            self.tls.rotate_ticket_keys()
         for runtime in self.retired:
             runtime.sweep(now)
         still_busy = []
@@ -190,6 +239,8 @@ def run_worker(
     shared: SharedStore | None = None,
     index: int = 0,
     admin_sock: socket.socket | None = None,
+    tls_sock: socket.socket | None = None,
+    ticket_secret: bytes | None = None,
 ) -> None:
     """Entry point of a worker process after the fork."""
     import uvloop
@@ -197,7 +248,7 @@ def run_worker(
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    worker = Worker(config, loop, shared, index)
+    worker = Worker(config, loop, shared, index, ticket_secret)
     reader = ConfigReader(config_fd)
 
     def on_config() -> None:
@@ -215,7 +266,7 @@ def run_worker(
         loop.add_signal_handler(signal.SIGTERM, on_stop)
         loop.add_signal_handler(signal.SIGINT, on_stop)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        await worker.start(sock, admin_sock)
+        await worker.start(sock, admin_sock, tls_sock)
         loop.add_reader(config_fd, on_config)
         await worker.wait_stopped()
         loop.remove_reader(config_fd)

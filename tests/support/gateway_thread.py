@@ -20,7 +20,7 @@ from ringwall.server.worker import Worker
 class GatewayThread:
     """A `Worker` serving 127.0.0.1 on a free port, with its access log in a file."""
 
-    def __init__(self, config: Config, access_log: Path) -> None:
+    def __init__(self, config: Config, access_log: Path, serve_tls: bool = False) -> None:
         self.access_log_path = access_log
         self.config = _with_access_log(config, access_log)
         self.loop = uvloop.new_event_loop()
@@ -29,6 +29,12 @@ class GatewayThread:
         # The admin API on its own free port, when the config has `admin`.
         self.admin_sock = bind_socket(("127.0.0.1", 0)) if config.admin is not None else None
         self.admin_port: int = self.admin_sock.getsockname()[1] if self.admin_sock else 0
+        # With `serve_tls`, the HTTPS listener on its own free port, and `port`
+        # only redirects to it (unless the config turns redirect_http off).
+        self.tls_sock = (
+            bind_socket(("127.0.0.1", 0)) if serve_tls and config.server.tls is not None else None
+        )
+        self.tls_port: int = self.tls_sock.getsockname()[1] if self.tls_sock else 0
         self.worker: Worker | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
@@ -41,7 +47,7 @@ class GatewayThread:
 
         async def main() -> None:
             self.worker = Worker(self.config, self.loop)
-            await self.worker.start(self.sock, self.admin_sock)
+            await self.worker.start(self.sock, self.admin_sock, self.tls_sock)
             self._ready.set()
             await self.worker.wait_stopped()
 
@@ -84,8 +90,9 @@ class GatewayThread:
             future.result(15)
         self._thread.join(15)
         self.sock.close()
-        if self.admin_sock is not None:
-            self.admin_sock.close()
+        for extra in (self.admin_sock, self.tls_sock):
+            if extra is not None:
+                extra.close()
 
 
 def _with_access_log(config: Config, path: Path) -> Config:
@@ -98,11 +105,13 @@ def _with_access_log(config: Config, path: Path) -> Config:
 
 
 @contextmanager
-def running_gateway(config: Config | str, tmp_path: Path) -> Iterator[GatewayThread]:
+def running_gateway(
+    config: Config | str, tmp_path: Path, serve_tls: bool = False
+) -> Iterator[GatewayThread]:
     """Yield a started gateway for `config` (a `Config` or YAML text); drain it on exit."""
     if isinstance(config, str):
         config = parse_config(config)
-    gateway = GatewayThread(config, tmp_path / "access.log")
+    gateway = GatewayThread(config, tmp_path / "access.log", serve_tls)
     try:
         yield gateway
     finally:
