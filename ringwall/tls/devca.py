@@ -64,11 +64,12 @@ CLIENT_FILE = "client.pem"
 CLIENT_KEY_FILE = "client-key.pem"
 
 CA_LIFETIME = datetime.timedelta(days=3650)
-# The CA/Browser Forum Baseline Requirements (section 6.3.2) keep TLS server
-# certificates issued since 1 September 2020 at 397 days or less. They count
-# from notBefore through notAfter inclusive (RFC 5280, section 4.1.2.5), hence
-# one second less. The client certificate gets the same lifetime.
-LEAF_LIFETIME = datetime.timedelta(days=397) - datetime.timedelta(seconds=1)
+# Mozilla's server-side TLS configurations allow a certificate lifespan of at
+# most 366 days, and sslyze's compliance check requires less; the CA/Browser
+# Forum allows 397. Validity counts from notBefore through notAfter inclusive
+# (RFC 5280, section 4.1.2.5), hence one second less. The client
+# certificate gets the same lifetime.
+LEAF_LIFETIME = datetime.timedelta(days=365) - datetime.timedelta(seconds=1)
 # A leaf that expires sooner than this is re-issued on the next run.
 RENEW_BEFORE = datetime.timedelta(days=30)
 # Certificates start this long before their creation, so a client whose

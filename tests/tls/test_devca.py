@@ -208,13 +208,13 @@ def test_client_extended_key_usage_only_client(client: CertifiedKey) -> None:
 
 
 @pytest.mark.parametrize("which", ["server", "client"])
-def test_leaf_validity_at_most_397_days(
+def test_leaf_validity_is_365_days(
     which: str, server: CertifiedKey, client: CertifiedKey
 ) -> None:
     certificate = (server if which == "server" else client).certificate
     # RFC 5280 counts the validity period from notBefore through notAfter inclusive.
     lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc + SECOND
-    assert lifetime == 397 * DAY
+    assert lifetime == 365 * DAY
     assert lifetime == LEAF_LIFETIME + SECOND
     assert certificate.not_valid_before_utc == NOW - BACKDATE
 
