@@ -1,10 +1,10 @@
 """Server-side TLS of the HTTPS listener: profiles, certificates chosen by SNI, client auth.
 
-One `ServerTls` lives in each worker. Its `context` is what the listening
-socket uses: it fixes what OpenSSL reads from the first context of a
-connection (protocol versions, ciphers, groups, session tickets), and its
-SNI callback moves each connection to the context of the certificate and
-client-auth policy that its server name selects. Certificates are read
+One `ServerTls` lives in each worker, and the listening socket uses its
+`context`. OpenSSL takes the protocol versions, ciphers, groups and session
+tickets of a connection from that first context. Its SNI callback then
+moves each connection to the context of the certificate and client-auth
+policy that the server name selects. Certificates are read
 again by `reload_changed_files`, and new connections get the new ones while
 open connections keep theirs.
 
@@ -52,7 +52,8 @@ INTERMEDIATE_CIPHERS = ":".join(
     )
 )
 GROUPS = "X25519:P-256:P-384"
-# How long a session can be resumed. Mozilla's guidelines suggest one day.
+# How long a session can be resumed: one day, as in Mozilla's generated
+# nginx configuration (ssl_session_timeout 1d).
 SESSION_LIFETIME = 86_400
 DEFAULT_POLICY = -1
 
