@@ -27,7 +27,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 from ringwall.errors import RingwallError
 
 Decision = Literal["allow", "deny"]
-AuthMethod = Literal["jwt", "api_key"]
+AuthMethod = Literal["jwt", "api_key", "mtls"]
 FailurePolicy = Literal["reject", "serve"]
 
 # The first second of the year 10000, which `datetime` cannot represent.
@@ -121,9 +121,10 @@ class AuditRecord(_AuditFields):
             raise ValueError(f"time: invalid value {self.time!r}, expected epoch seconds")
         if self.decision not in ("allow", "deny"):
             raise ValueError(f"decision: invalid value {self.decision!r}, expected allow or deny")
-        if self.auth_method not in ("jwt", "api_key", None):
+        if self.auth_method not in ("jwt", "api_key", "mtls", None):
             raise ValueError(
-                f"auth_method: invalid value {self.auth_method!r}, expected jwt, api_key or None"
+                f"auth_method: invalid value {self.auth_method!r}, expected jwt, api_key, mtls "
+                "or None"
             )
         if not 0 <= self.status <= 999:
             raise ValueError(f"status: invalid value {self.status!r}, expected 0 to 999")

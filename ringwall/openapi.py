@@ -24,9 +24,11 @@ operation:
 
 Each route authenticates callers with the `auth` method given to
 `import_openapi`, except that an operation whose `security` is an empty
-list, its own or else the document's, gets `auth: none`. A list that contains
-the empty requirement `{}` next to others makes credentials optional, which
-one method cannot express, so such an operation also gets the given method.
+list, its own or else the document's, gets `auth: none`, and one whose
+requirements name only `mutualTLS` schemes (OpenAPI 3.1) gets `auth: mtls`.
+A list that contains the empty requirement `{}` next to others makes
+credentials optional, which one method cannot express, so such an
+operation also gets the given method.
 
 Query parameters that the document does not declare get 400 unless
 `additional_query` is true. A GET operation also gets HEAD unless the path
@@ -60,7 +62,7 @@ from ringwall.config.validation import (
 from ringwall.errors import RingwallError, excerpt
 from ringwall.gateway.validation.json_body import JsonSchemaValidator
 
-AuthMethod = Literal["none", "jwt", "api_key"]
+AuthMethod = Literal["none", "jwt", "api_key", "mtls"]
 # The authentication, validate block and (method, operation) pairs of one route.
 _OperationGroup = tuple[AuthMethod, dict[str, Any], list[tuple[str, dict[str, Any]]]]
 
@@ -449,7 +451,27 @@ class _Importer:
             return self.auth
         if not isinstance(security, list):
             raise OpenApiError(pointer, "expected a list of security requirement objects")
-        return "none" if not security else self.auth
+        if not security:
+            return "none"
+        if self._only_mutual_tls(security):
+            return "mtls"
+        return self.auth
+
+    def _only_mutual_tls(self, security: list[Any]) -> bool:
+        """Return whether every requirement names only schemes of type mutualTLS (OpenAPI 3.1)."""
+        schemes = self.spec.get("components", {}).get("securitySchemes", {})
+        if not isinstance(schemes, dict):
+            return False
+        names = [
+            name
+            for requirement in security
+            if isinstance(requirement, dict)
+            for name in requirement
+        ]
+        return bool(names) and all(
+            isinstance(schemes.get(name), dict) and schemes[name].get("type") == "mutualTLS"
+            for name in names
+        )
 
     def _route_name(
         self, path: str, members: list[tuple[str, dict[str, Any]]], *, split: bool

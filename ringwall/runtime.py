@@ -416,7 +416,8 @@ class Runtime:
         parts = [
             b"%b %b HTTP/1.1\r\nHost: %b\r\n" % (exchange.method.encode("ascii"), target, host),
             *[b"%b: %b\r\n" % field for field in exchange.forward_headers],
-            b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: http\r\n" % client_ip,
+            b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\n"
+            % (client_ip, b"http" if exchange.tls is None else b"https"),
         ]
         if exchange.host:
             parts.append(b"X-Forwarded-Host: %b\r\n" % exchange.host.encode("ascii"))

@@ -1,7 +1,9 @@
 """The `ringwall` command line: check, version, demo."""
 
+import json
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -78,27 +80,62 @@ def test_invalid_listen_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert "HOST:PORT" in capsys.readouterr().err
 
 
-def test_demo_serves(tmp_path: Path) -> None:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def https_get(
+    port: int, path: str, ca: Path, client: tuple[Path, Path] | None = None
+) -> tuple[int, bytes]:
+    context = ssl.create_default_context(cafile=str(ca))
+    if client is not None:
+        context.load_cert_chain(*client)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        response = b""
+        while chunk := tls.recv(65536):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_demo_serves(tmp_path: Path) -> None:
+    port, tls_port = free_port(), free_port()
     stdout = (tmp_path / "stdout").open("wb")
+    command = [sys.executable, "-m", "ringwall", "demo", "--listen", f"127.0.0.1:{port}"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "ringwall", "demo", "--listen", f"127.0.0.1:{port}"],
+        [*command, "--listen-tls", f"127.0.0.1:{tls_port}"],
         stdout=stdout,
         stderr=subprocess.STDOUT,
         cwd=tmp_path,  # the demo keeps its state in .ringwall/ here
     )
+    certs = tmp_path / ".ringwall" / "certs"
     try:
         deadline = time.monotonic() + 15
-        status = 0
+        response = None
         while time.monotonic() < deadline:
             try:
-                status = request(port, b"GET /api/products HTTP/1.1\r\nHost: a\r\n\r\n").status
+                response = request(port, b"GET /api/products HTTP/1.1\r\nHost: a\r\n\r\n")
                 break
             except OSError:
                 time.sleep(0.1)
+        assert response is not None
+        assert response.status == 308
+        assert response.header("location") == f"https://a:{tls_port}/api/products"
+
+        assert https_get(tls_port, "/api/products", certs / "ca.pem")[0] == 200
+        client = (certs / "client.pem", certs / "client-key.pem")
+        status, body = https_get(tls_port, "/api/internal/status", certs / "ca.pem", client)
         assert status == 200
+        caller = json.loads(body)["caller"]
+        assert caller["x-ringwall-subject"] == "cert:dns:demo-client.ringwall.localhost"
+        assert https_get(tls_port, "/api/internal/status", certs / "ca.pem")[0] == 401
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
+from ringwall.config.tls import ClientTlsConfig
 from ringwall.config.types import Duration, parse_duration
 
 Count = Annotated[int, Strict()]
@@ -148,11 +149,15 @@ class StoreConfig(_Model):
     `rediss://`, `redis+sentinel://`, `redis+cluster://`). With Redis
     unreachable, each limit follows its `on_store_failure` setting, and
     `local_fallback` enforces limit / `instances` in the embedded store.
+    `tls` sets how the servers of a `rediss` URL are verified. `ca_file` is
+    the older spelling of `tls: {ca: FILE}`.
     """
 
     kind: Literal["embedded", "redis"] = "embedded"
     url: str | None = None
     ca_file: str | None = None
+    # None: the system roots (or ca_file) and the host names of the URL.
+    tls: ClientTlsConfig | None = None
     timeout: Duration = Field(0.25, gt=0, le=10)
     key_prefix: str = "ringwall:"
     on_failure: StoreFailure = "local_fallback"
@@ -166,15 +171,24 @@ class StoreConfig(_Model):
         if self.kind == "redis" and self.url:
             # Imported here: the client module is needed only with Redis.
             from ringwall.state.redis_client import RedisClient
+            from ringwall.tls.client_context import ClientTlsError
 
             if self.ca_file is not None and not os.path.isfile(self.ca_file):
                 raise ValueError(f"ca_file: {self.ca_file} is not a readable file")
+            if self.ca_file is not None and self.tls is not None:
+                raise ValueError("ca_file and tls are both set: move the CA bundle to tls.ca")
             try:
-                RedisClient.from_url(self.url, timeout=self.timeout, ca_file=self.ca_file)
+                RedisClient.from_url(
+                    self.url, timeout=self.timeout, ca_file=self.ca_file, tls=self.tls
+                )
+            except ClientTlsError as exc:
+                raise ValueError(f"{'ca_file' if self.tls is None else 'tls'}: {exc}") from None
             except ValueError as exc:
                 raise ValueError(f"url: {exc}") from None
         if self.kind == "embedded" and self.url:
             raise ValueError("url is for kind redis: set kind: redis or remove url")
+        if self.kind == "embedded" and self.tls is not None:
+            raise ValueError("tls is for kind redis with a rediss:// url: remove tls")
         return self
 
 

@@ -246,7 +246,7 @@ def _check_route_auth(index: int, route: dict[str, Any], data: dict[str, Any]) -
             ConfigIssue(
                 path,
                 "missing: every route states how callers authenticate. "
-                "Write auth: none for a public route, or jwt, api_key or a list of both",
+                "Write auth: none for a public route, or jwt, api_key, mtls or a list of them",
             )
         ]
 
@@ -269,6 +269,8 @@ def _check_route_auth(index: int, route: dict[str, Any], data: dict[str, Any]) -
         issues.append(ConfigIssue(path, "jwt needs at least one issuer under auth.issuers"))
     if "api_key" in methods and not auth.get("api_keys"):
         issues.append(ConfigIssue(path, "api_key needs auth.api_keys with the key file"))
+    if "mtls" in methods:
+        issues.extend(_check_mtls_needs(path, auth, data))
 
     if isinstance(named_issuers, list | tuple):
         for name in named_issuers:
@@ -280,6 +282,43 @@ def _check_route_auth(index: int, route: dict[str, Any], data: dict[str, Any]) -
                     )
                 )
     return issues
+
+
+def _check_mtls_needs(path: str, auth: dict[str, Any], data: dict[str, Any]) -> list[ConfigIssue]:
+    """Check that an `mtls` route has `auth.mtls` and a listener that requests certificates."""
+    issues = []
+    if auth.get("mtls") is None:
+        issues.append(
+            ConfigIssue(
+                path,
+                "mtls needs auth.mtls, which lists the accepted certificates "
+                "(write mtls: {allow: []} to accept every certificate the CA signed)",
+            )
+        )
+    if not _client_certificates_requested(data):
+        issues.append(
+            ConfigIssue(
+                path,
+                "mtls needs server.tls with client_auth mode optional or required, "
+                "for the listener or an sni entry; without it no request has a client certificate",
+            )
+        )
+    return issues
+
+
+def _client_certificates_requested(data: dict[str, Any]) -> bool:
+    """Return whether the HTTPS listener or one of its sni entries requests client certificates."""
+    server = data.get("server")
+    tls = server.get("tls") if isinstance(server, dict) else None
+    if not isinstance(tls, dict):
+        return False
+    sni = tls.get("sni")
+    policies = [tls, *(sni if isinstance(sni, list) else [])]
+    for policy in policies:
+        client_auth = policy.get("client_auth") if isinstance(policy, dict) else None
+        if isinstance(client_auth, dict) and client_auth.get("mode") in ("optional", "required"):
+            return True
+    return False
 
 
 def _validation_issues(exc: ValidationError, data: dict[str, Any]) -> list[ConfigIssue]:

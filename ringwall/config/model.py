@@ -30,6 +30,7 @@ from ringwall.config.types import ByteSize, Duration, ListenAddress, Secret, Sec
 from ringwall.config.validation import ValidateConfig
 from ringwall.config.waf import WafConfig
 from ringwall.http.decompress import SUPPORTED_CODINGS
+from ringwall.tls.client_identity import NAME_KINDS, IdentityPolicy, NameRule, SubjectSource
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -200,6 +201,7 @@ class ActiveHealth(Model):
 class Target(Model):
     host: str
     port: Count = Field(ge=1, le=65535)
+    scheme: Literal["http", "https"] = "http"
 
     @field_validator("host")
     @classmethod
@@ -219,23 +221,29 @@ class Target(Model):
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _parse_target(url: str) -> Target:
     parts = urlsplit(url)
-    if parts.scheme != "http":
-        raise ValueError(f"unsupported target {url!r}: expected http://HOST:PORT")
+    scheme = parts.scheme
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(
+            f"unsupported target {url!r}: expected http://HOST[:PORT] or https://HOST[:PORT]"
+        )
     if parts.username or parts.password or parts.path not in ("", "/") or parts.query:
-        raise ValueError(f"invalid target {url!r}: expected http://HOST:PORT with no path")
+        raise ValueError(f"invalid target {url!r}: expected {scheme}://HOST:PORT with no path")
     if parts.fragment or url.endswith("#"):
-        raise ValueError(f"invalid target {url!r}: expected http://HOST:PORT with no fragment")
+        raise ValueError(f"invalid target {url!r}: expected {scheme}://HOST:PORT with no fragment")
     try:
-        port = 80 if parts.port is None else parts.port
+        port = _DEFAULT_PORTS[scheme] if parts.port is None else parts.port
     except ValueError as exc:
         raise ValueError(f"invalid port in target {url!r}") from exc
     if port == 0:
         raise ValueError(f"invalid port 0 in target {url!r}: expected 1 to 65535")
     if not parts.hostname:
         raise ValueError(f"missing host in target {url!r}")
-    return Target(host=parts.hostname, port=port)
+    return Target(host=parts.hostname, port=port, scheme=scheme)
 
 
 class Upstream(Model):
@@ -247,7 +255,7 @@ class Upstream(Model):
     timeouts: UpstreamTimeouts = UpstreamTimeouts()
     passive_health: PassiveHealth = PassiveHealth()
     health_check: ActiveHealth | None = None
-    # TLS settings for https:// targets.
+    # TLS settings for https:// targets. None verifies with the system roots and the target host.
     tls: ClientTlsConfig | None = None
 
     @field_validator("targets", mode="before")
@@ -259,13 +267,46 @@ class Upstream(Model):
             raise ValueError("expected a list of target URLs such as http://127.0.0.1:9000")
         return tuple(_parse_target(v) if isinstance(v, str) else v for v in value)
 
+    @field_validator("tls")
+    @classmethod
+    def _check_tls_files(cls, value: ClientTlsConfig | None) -> ClientTlsConfig | None:
+        # The context is built once here so that a CA bundle without a usable
+        # certificate, or a key that does not match its certificate, fails the
+        # load with its key path instead of a worker's start.
+        if value is not None:
+            # Imported here: client_context imports ringwall.config, which imports this module.
+            from ringwall.tls.client_context import build_client_tls
+
+            build_client_tls(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_schemes(self) -> Upstream:
+        schemes = {target.scheme for target in self.targets}
+        if len(schemes) > 1:
+            raise ValueError(
+                "targets mix http:// and https://: write every target of an upstream "
+                "with one scheme, or split them into two upstreams"
+            )
+        if self.tls is not None and schemes == {"http"}:
+            raise ValueError(
+                "tls applies to https:// targets only: write the targets as "
+                "https://HOST[:PORT], or remove tls"
+            )
+        return self
+
+    @property
+    def https(self) -> bool:
+        """True when the targets are https:// (an upstream never mixes schemes)."""
+        return self.targets[0].scheme == "https"
+
 
 # JWS algorithms an issuer may list. HMAC and asymmetric ones never mix in one issuer.
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
-AUTH_METHODS = ("jwt", "api_key")
+AUTH_METHODS = ("jwt", "api_key", "mtls")
 
 
 class IssuerConfig(Model):
@@ -372,9 +413,84 @@ class UpstreamTokenConfig(Model):
         return value
 
 
+class CertificateMatcher(Model):
+    """One client certificate name: exactly one of `dns`, `email`, `uri`, `ip` and `subject`.
+
+    `dns` is a name or `*.` and a name for exactly one label under it, compared
+    without regard to case. The others are compared exactly: `email` and
+    `uri` with a SAN of that type, `ip` with an IP address SAN, `subject` with
+    the subject DN as an RFC 4514 string (`CN=app,O=Example`).
+    """
+
+    dns: str | None = None
+    email: str | None = None
+    uri: str | None = None
+    ip: str | None = None
+    subject: str | None = None
+
+    @model_validator(mode="after")
+    def _check_one_name(self) -> CertificateMatcher:
+        set_kinds = [kind for kind in NAME_KINDS if getattr(self, kind) is not None]
+        if len(set_kinds) != 1:
+            raise ValueError(
+                f"set exactly one of {', '.join(NAME_KINDS)}, as in {{dns: client.example.test}}"
+            )
+        self.rule()  # raises ValueError for an invalid value
+        return self
+
+    def rule(self) -> NameRule:
+        for kind in NAME_KINDS:
+            value = getattr(self, kind)
+            if value is not None:
+                return NameRule.parse(kind, value)
+        raise ValueError(f"set one of {', '.join(NAME_KINDS)}")
+
+
+CertificateMatchers = Annotated[tuple[CertificateMatcher, ...], Field(min_length=1)]
+
+
+class MtlsConfig(Model):
+    """Client certificates accepted on routes with `auth: mtls`, and the identity they give.
+
+    The TLS handshake verifies the certificate against the listener's
+    `client_auth.ca`. `allow` then limits which of those certificates are
+    accepted; an empty list accepts all of them. `roles` and `scopes` map
+    each role or scope to the names that grant it.
+    """
+
+    allow: tuple[CertificateMatcher, ...] = ()
+    subject: SubjectSource = "san"
+    roles: dict[str, CertificateMatchers] = Field(default_factory=dict)
+    scopes: dict[str, CertificateMatchers] = Field(default_factory=dict)
+
+    @field_validator("roles", "scopes")
+    @classmethod
+    def _check_grant_names(
+        cls, value: dict[str, tuple[CertificateMatcher, ...]]
+    ) -> dict[str, tuple[CertificateMatcher, ...]]:
+        for name in value:
+            if not name or any(ch <= " " or ch == "\x7f" for ch in name):
+                raise ValueError(
+                    f"invalid role or scope name {name!r}: expected a name without spaces "
+                    "or control characters"
+                )
+        return value
+
+    def policy(self) -> IdentityPolicy:
+        """Return the policy that `ringwall.tls.client_identity.identify` applies."""
+        return IdentityPolicy(
+            allow=tuple(matcher.rule() for matcher in self.allow),
+            subject=self.subject,
+            roles={name: tuple(m.rule() for m in rules) for name, rules in self.roles.items()},
+            scopes={name: tuple(m.rule() for m in rules) for name, rules in self.scopes.items()},
+        )
+
+
 class AuthConfig(Model):
     issuers: dict[str, IssuerConfig] = Field(default_factory=dict)
     api_keys: ApiKeysConfig | None = None
+    # Client certificates for routes with `auth: mtls`.
+    mtls: MtlsConfig | None = None
     revocations: RevocationsConfig | None = None
     upstream_token: UpstreamTokenConfig | None = None
     claims: ClaimsConfig = ClaimsConfig()
@@ -384,7 +500,7 @@ class AuthConfig(Model):
 class RouteAuth(Model):
     """The authentication of a route: none (public), or the accepted methods."""
 
-    methods: tuple[Literal["jwt", "api_key"], ...] = ()
+    methods: tuple[Literal["jwt", "api_key", "mtls"], ...] = ()
     optional: bool = False
     issuers: tuple[str, ...] = ()
 
@@ -569,14 +685,17 @@ class Route(Model):
         if self.strip_prefix and self.match != "prefix":
             raise ValueError("strip_prefix needs match: prefix")
         if self.authorize and self.auth.public:
-            raise ValueError("authorize needs an authenticated route: set auth to jwt or api_key")
+            raise ValueError(
+                "authorize needs an authenticated route: set auth to jwt, api_key or mtls"
+            )
         names = [limit.name for limit in self.limits]
         if len(set(names)) != len(names):
             raise ValueError("limits: each limit of a route needs its own name")
         for limit in self.limits:
             if limit.after_authentication and self.auth.public:
                 raise ValueError(
-                    f"limit {limit.name!r} counts per caller: the route needs auth jwt or api_key"
+                    f"limit {limit.name!r} counts per caller: the route needs auth jwt, "
+                    "api_key or mtls"
                 )
         params = {segment[1:-1] for segment in self.path.split("/") if segment.startswith("{")}
         if self.validate_ is not None:

@@ -243,6 +243,7 @@ class DemoApi:
             route(r"/api/admin/users", "GET", self._list_admin_users),
             route(r"/api/admin/audit", "GET", self._list_audit_events),
             route(r"/api/partner/rates", "GET", self._partner_rates),
+            route(r"/api/internal/status", "GET", self._internal_status),
             route(r"/api/echo(?:/.*)?", None, self._echo),
             route(r"/api/stream", "GET", self._stream),
             route(r"/api/slow", "GET", self._slow),
@@ -319,6 +320,16 @@ class DemoApi:
     async def _partner_rates(self, call: _Call) -> Outcome:
         # Exchange rates for partners; the gateway admits only callers with an API key.
         return json_reply(200, {"base": "EUR", "rates": {"USD": "1.0842", "GBP": "0.8571"}})
+
+    async def _internal_status(self, call: _Call) -> Outcome:
+        # For services with a client certificate; the gateway checks it and
+        # names the caller in its X-Ringwall-* fields, which this reports.
+        caller = {
+            name.lower(): value
+            for name, value in call.request.headers
+            if name.lower().startswith("x-ringwall-") and name.lower() != "x-ringwall-token"
+        }
+        return json_reply(200, {"status": "ok", "caller": caller})
 
     async def _echo(self, call: _Call) -> Outcome:
         request = call.request

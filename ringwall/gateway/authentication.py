@@ -1,8 +1,12 @@
-"""Authentication: who is calling, proven by a bearer token or an API key.
+"""Authentication: who is calling, proven by a bearer token, an API key or a client certificate.
 
 Per route, `auth` lists the accepted methods. Without credentials the
 request gets 401, unless the route's authentication is optional; then it
 continues as anonymous. Invalid credentials always get 401, never anonymous.
+When a request carries several, the first present one in the order bearer
+token, API key, client certificate decides. The certificate comes last
+because it belongs to the connection, and a request sent over it may carry
+a more specific credential, such as the token of an end user.
 A verified token is cached, keyed by its whole text, until it expires, so
 a client reusing its token skips the signature check.
 """
@@ -28,7 +32,9 @@ from ringwall.gateway.auth.jwk import (
 )
 from ringwall.gateway.auth.jws import KeyLookup, StaticKeySet, TokenInvalid, verify_compact
 from ringwall.gateway.auth.jwt import ClaimRules, validate_claims
+from ringwall.gateway.auth.mtls import ClientCertificates
 from ringwall.gateway.identity import Identity, claim_strings
+from ringwall.tls.client_identity import ClientCertificateRejected
 
 if TYPE_CHECKING:
     from ringwall.exchange import Exchange
@@ -194,6 +200,8 @@ class AuthenticationLayer:
         self.revocations = revocations
         self.tokens = TokenCache(config.token_cache_size)
         self.clock = clock
+        # Built here, not passed in like the API keys: it reads no files.
+        self.certificates = ClientCertificates(config.mtls) if config.mtls is not None else None
 
     def applies_to(self, route: CompiledRoute) -> bool:
         return not route.route.auth.public
@@ -210,13 +218,19 @@ class AuthenticationLayer:
         if api_key_values and "api_key" in auth.methods and self.api_keys is not None:
             self._authenticate_api_key(exchange, auth, api_key_values)
             return None
+        certificate = exchange.tls.client_certificate if exchange.tls is not None else None
+        if certificate is not None and "mtls" in auth.methods and self.certificates is not None:
+            self._authenticate_certificate(exchange, auth, certificate)
+            return None
+        # A client certificate does not count as a presented credential here,
+        # because it belongs to the connection and not to this request.
         if bearer is not None or api_key_values:
             raise _unauthorized(
                 auth, "the credentials are not accepted on this route", invalid=True
             )
         if auth.optional:
             return None
-        raise _unauthorized(auth, "credentials are missing", invalid=False)
+        raise _unauthorized(auth, _missing_reason(exchange, auth), invalid=False)
 
     def _credentials(self, exchange: Exchange, auth: RouteAuth) -> tuple[bytes | None, list[bytes]]:
         api_key_values = []
@@ -250,6 +264,21 @@ class AuthenticationLayer:
         ):
             # Revoked in the shared store, which reaches instances the key file does not.
             raise _unauthorized(auth, "API key rejected: revoked", invalid=True)
+        # An Authorization field the gateway did not verify must not reach the upstream.
+        _drop_authorization(exchange)
+
+    def _authenticate_certificate(
+        self, exchange: Exchange, auth: RouteAuth, certificate: bytes
+    ) -> None:
+        assert self.certificates is not None
+        try:
+            exchange.identity = self.certificates.verify(certificate, self.clock())
+        except ClientCertificateRejected as exc:
+            # invalid=False: the Bearer challenge's invalid_token error is about
+            # a presented token, and this request presented none.
+            raise _unauthorized(
+                auth, f"client certificate rejected: {exc.reason}", invalid=False
+            ) from None
         # An Authorization field the gateway did not verify must not reach the upstream.
         _drop_authorization(exchange)
 
@@ -352,6 +381,14 @@ def _drop_authorization(exchange: Exchange) -> None:
     ]
 
 
+def _missing_reason(exchange: Exchange, auth: RouteAuth) -> str:
+    if "mtls" not in auth.methods:
+        return "credentials are missing"
+    if exchange.tls is None:
+        return "credentials are missing: no client certificate on a plain HTTP connection"
+    return "credentials are missing: the TLS handshake had no client certificate"
+
+
 def _unauthorized(auth: RouteAuth, reason: str, *, invalid: bool) -> Unauthorized:
     """Build a 401 with the challenge that RFC 6750 specifies, and the reason for the log."""
     challenges = []
@@ -362,4 +399,9 @@ def _unauthorized(auth: RouteAuth, reason: str, *, invalid: bool) -> Unauthorize
         challenges.append(challenge)
     if "api_key" in auth.methods:
         challenges.append('ApiKey realm="ringwall"')
+    if "mtls" in auth.methods:
+        # NOTE: no registered HTTP authentication scheme names TLS client
+        # certificates. RFC 9110 (section 15.5.2) still requires a challenge on
+        # every 401, so this one is Ringwall's own.
+        challenges.append('ClientCertificate realm="ringwall"')
     return Unauthorized(LAYER, reason, headers=(("WWW-Authenticate", ", ".join(challenges)),))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ringwall.config.model import OwnerRule
+    from ringwall.tls.client_identity import ClientCertificate
 
 # Bytes a header value may carry as they are: visible ASCII and space. Any
 # other byte (CR, LF, NUL, other controls, non-ASCII) is percent-encoded, so
@@ -19,9 +20,12 @@ _SAFE = frozenset(range(0x20, 0x7F)) - {ord("%")}
 class Identity:
     """The caller of a request, as proven to the authentication layer.
 
-    `method` is "jwt" or "api_key". `key_id` is the API key id or the
-    token's kid. `claims` are the token's claims, or for an API key the
-    owner as `sub`.
+    `method` is "jwt", "api_key" or "mtls". `key_id` is the API key id, the
+    token's kid, or the client certificate's SHA-256 fingerprint in hex.
+    `issuer` is the token's iss, or the certificate issuer's DN. `claims`
+    are the token's claims, for an API key the owner as `sub`, and for a
+    certificate `sub` and its names under `cert` (see
+    ringwall.gateway.auth.mtls).
     """
 
     subject: str
@@ -33,6 +37,8 @@ class Identity:
     claims: Mapping[str, object]
     expires_at: float | None = None
     jti: str | None = None
+    # The verified client certificate, for method "mtls".
+    certificate: ClientCertificate | None = field(default=None, compare=False)
     # The encoded X-Ringwall-* lines, made once: an identity from the token
     # cache serves many requests.
     header_block: bytes = field(default=b"", compare=False)
@@ -74,6 +80,9 @@ def identity_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
         fields.append((b"X-Ringwall-Issuer", encode_header_value(identity.issuer)))
     if identity.key_id:
         fields.append((b"X-Ringwall-Key-Id", encode_header_value(identity.key_id)))
+    if identity.certificate is not None:
+        subject = encode_header_value(identity.certificate.subject)
+        fields.append((b"X-Ringwall-Client-Cert-Subject", subject))
     # Each role or scope is encoded on its own, with the list separator
     # encoded too, so a role named "x,admin" cannot read as two roles.
     if identity.roles:

@@ -179,9 +179,7 @@ class AdminConnection(asyncio.Protocol):
             return
         self._next()
 
-    async def _handle(
-        self, request: h11.Request, body: bytes
-    ) -> tuple[int, dict[str, Any] | str]:
+    async def _handle(self, request: h11.Request, body: bytes) -> tuple[int, dict[str, Any] | str]:
         runtime = self.worker.runtime
         admin = runtime.config.admin
         if admin is None:

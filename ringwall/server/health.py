@@ -4,15 +4,19 @@ A target is marked down after `unhealthy_threshold` failed probes in a row
 and up again after `healthy_threshold` successes in a row. A probe passes
 when the target responds to `GET path` with a status from 200 to 399 within
 `timeout`. Targets start as up, so a gateway serves at once after start.
+Probes of https:// targets use the upstream's TLS settings, pins included,
+so a target whose certificate the proxy would reject is marked down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from ringwall.config.model import ActiveHealth
 from ringwall.proxy.balancer import TargetState
+from ringwall.tls.client_context import ClientTls, PinMismatch, describe_tls_error
 
 log = logging.getLogger("ringwall.health")
 
@@ -26,9 +30,11 @@ class HealthChecker:
         states: tuple[TargetState, ...],
         config: ActiveHealth,
         loop: asyncio.AbstractEventLoop,
+        tls: ClientTls | None = None,
     ) -> None:
         self.upstream_name = upstream_name
         self.config = config
+        self.tls = tls
         self._tasks = [loop.create_task(self._watch(state)) for state in states]
 
     def close(self) -> None:
@@ -58,14 +64,28 @@ class HealthChecker:
             f"GET {self.config.path} HTTP/1.1\r\nHost: {target.authority}\r\n"
             "User-Agent: ringwall-health-check\r\nConnection: close\r\n\r\n"
         ).encode("ascii")
+        tls = self.tls
         writer = None
         try:
             async with asyncio.timeout(self.config.timeout):
-                reader, writer = await asyncio.open_connection(target.host, target.port)
+                if tls is None:
+                    reader, writer = await asyncio.open_connection(target.host, target.port)
+                else:
+                    reader, writer = await asyncio.open_connection(
+                        target.host,
+                        target.port,
+                        ssl=tls.context,
+                        server_hostname=tls.server_hostname(target.host),
+                    )
+                    tls.check_pins(writer.get_extra_info("ssl_object"))
                 writer.write(request)
                 line = await reader.readline()
         except TimeoutError:
             return False, "timed out"
+        except PinMismatch as exc:
+            return False, str(exc)
+        except ssl.SSLError as exc:
+            return False, describe_tls_error(exc)
         except OSError as exc:
             return False, exc.strerror or type(exc).__name__
         finally:

@@ -1,4 +1,9 @@
-"""Connections to upstream targets: the HTTP/1.1 client protocol and keep-alive pools."""
+"""Connections to upstream targets: the HTTP/1.1 client protocol and keep-alive pools.
+
+Connections to https:// targets use the upstream's `ClientTls`. The pin
+check runs once the handshake is done, before a connection enters the
+pool, so a kept-alive connection has always passed it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections import deque
 from typing import Protocol, cast
 
@@ -15,6 +21,7 @@ from ringwall.config.model import Upstream
 from ringwall.http.problem import reason_phrase
 from ringwall.proxy.balancer import Balancer, TargetState
 from ringwall.server.health import HealthChecker
+from ringwall.tls.client_context import ClientTls, PinMismatch, build_client_tls, describe_tls_error
 
 log = logging.getLogger("ringwall.upstream")
 
@@ -94,7 +101,7 @@ class UpstreamConnection(asyncio.Protocol):
                 # A tunnel ends, or a body delimited by the end of the connection is complete.
                 sink.response_complete(False)
             else:
-                sink.upstream_failed("the upstream closed the connection", self.received_any)
+                sink.upstream_failed(_closed_reason(exc), self.received_any)
             sink.flush()
 
     def data_received(self, data: bytes) -> None:
@@ -209,6 +216,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.release(self, reusable)
 
 
+def _closed_reason(exc: Exception | None) -> str:
+    # A TLS alert after the handshake, such as a TLS 1.3 server's rejection
+    # of the gateway's client certificate, arrives as the connection's end.
+    if isinstance(exc, ssl.SSLError):
+        return f"the upstream closed the connection: {describe_tls_error(exc)}"
+    return "the upstream closed the connection"
+
+
 def _delimited_by_close(status: int, headers: list[tuple[bytes, bytes]], head: bool) -> bool:
     """Return True if a response body runs until the upstream closes the connection."""
     if head or status in (204, 304) or status < 200:
@@ -220,10 +235,15 @@ class TargetPool:
     """Idle keep-alive connections to one target, and the count of those in use."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, state: TargetState, upstream: Upstream
+        self,
+        loop: asyncio.AbstractEventLoop,
+        state: TargetState,
+        upstream: Upstream,
+        tls: ClientTls | None = None,
     ) -> None:
         self.loop = loop
         self.state = state
+        self.tls = tls
         self.address = state.target.authority
         self.connect_timeout = upstream.timeouts.connect
         self.read_timeout = upstream.timeouts.read
@@ -259,15 +279,35 @@ class TargetPool:
 
     async def _connect(self) -> UpstreamConnection:
         target = self.state.target
+        tls = self.tls
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, protocol = await self.loop.create_connection(
-                    lambda: UpstreamConnection(self), target.host, target.port
+                if tls is None:
+                    _, protocol = await self.loop.create_connection(
+                        lambda: UpstreamConnection(self), target.host, target.port
+                    )
+                    return protocol
+                transport, protocol = await self.loop.create_connection(
+                    lambda: UpstreamConnection(self),
+                    target.host,
+                    target.port,
+                    ssl=tls.context,
+                    server_hostname=tls.server_hostname(target.host),
                 )
         except TimeoutError:
             raise ConnectFailed(self.address, "timed out", timed_out=True) from None
+        except ssl.SSLError as exc:
+            raise ConnectFailed(self.address, describe_tls_error(exc), timed_out=False) from None
         except OSError as exc:
             raise ConnectFailed(self.address, exc.strerror or str(exc), timed_out=False) from None
+        # NOTE: a TLS 1.3 server checks the client certificate after this
+        # point, so its rejection ends the first exchange instead, and passive
+        # health does not count it as a connect failure.
+        try:
+            tls.check_pins(transport.get_extra_info("ssl_object"))
+        except PinMismatch as exc:
+            protocol.abort()
+            raise ConnectFailed(self.address, str(exc), timed_out=False) from None
         return protocol
 
     def release(self, connection: UpstreamConnection, keep_alive: bool) -> None:
@@ -327,10 +367,16 @@ class UpstreamRuntime:
         self.name = name
         self.config = upstream
         self.balancer = Balancer(upstream, loop.time)
-        self.pools = tuple(TargetPool(loop, state, upstream) for state in self.balancer.states)
+        # One context for every connection of this upstream, health probes included.
+        self.tls = build_client_tls(upstream.tls) if upstream.https else None
+        self.pools = tuple(
+            TargetPool(loop, state, upstream, self.tls) for state in self.balancer.states
+        )
         self.health: HealthChecker | None = None
         if upstream.health_check is not None:
-            self.health = HealthChecker(name, self.balancer.states, upstream.health_check, loop)
+            self.health = HealthChecker(
+                name, self.balancer.states, upstream.health_check, loop, self.tls
+            )
 
     def sweep(self, now: float) -> None:
         for pool in self.pools:

@@ -225,7 +225,6 @@ def test_target_single_string() -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("https://backend:9000", "unsupported target"),
         ("ftp://backend", "unsupported target"),
         ("backend:9000", "unsupported target"),
         ("//backend:9000", "unsupported target"),

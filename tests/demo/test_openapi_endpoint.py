@@ -155,7 +155,7 @@ def test_operations_match_backend(backend: DemoBackend) -> None:
         JsonSchemaValidator(json_schema_at(document, schema_pointer)).validate(json.loads(data))
         checked.append((where, response.status))
 
-    assert len(checked) == 21
+    assert len(checked) == 22
     assert ("POST /api/orders", 201) in checked
     assert ("DELETE /api/orders/ord-5001", 204) in checked
     assert ("GET /api/ws", 426) in checked

@@ -12,7 +12,7 @@ import pytest
 
 from ringwall.cli import main
 from ringwall.server import admin as admin_api
-from ringwall.server.connection import BAN_RECHECK
+from ringwall.server.dispatch import BAN_RECHECK
 from tests.support.client import RawClient, request
 from tests.support.gateway_thread import GatewayThread, running_gateway
 from tests.support.raw_upstream import RawUpstream, running_raw_upstream

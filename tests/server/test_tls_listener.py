@@ -182,15 +182,19 @@ def test_host_outside_certificate_is_421(gateway: GatewayThread, certs: Path) ->
 
 def test_session_resumed(gateway: GatewayThread, certs: Path) -> None:
     context = client_context(certs)
-    with socket.create_connection(("127.0.0.1", gateway.tls_port), timeout=TIMEOUT) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            while tls.recv(65536):
-                pass
-            session = tls.session
-    with socket.create_connection(("127.0.0.1", gateway.tls_port), timeout=TIMEOUT) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
-            assert tls.session_reused
+    with (
+        socket.create_connection(("127.0.0.1", gateway.tls_port), timeout=TIMEOUT) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        while tls.recv(65536):
+            pass
+        session = tls.session
+    with (
+        socket.create_connection(("127.0.0.1", gateway.tls_port), timeout=TIMEOUT) as raw,
+        context.wrap_socket(raw, server_hostname="localhost", session=session) as tls,
+    ):
+        assert tls.session_reused
 
 
 def test_certificate_reload(certs: Path, upstream: RawUpstream, tmp_path: Path) -> None:
@@ -199,28 +203,26 @@ def test_certificate_reload(certs: Path, upstream: RawUpstream, tmp_path: Path) 
     config = tls_config(live, upstream, "    reload_interval: 0.5s\n")
     with running_gateway(config, tmp_path, serve_tls=True) as server:
         context = client_context(certs)
-        with socket.create_connection(("127.0.0.1", server.tls_port), timeout=TIMEOUT) as raw:
-            with context.wrap_socket(raw, server_hostname="localhost") as established:
-                first = established.getpeercert(binary_form=True)
-                # New files: a new CA and certificates in another directory, copied over.
-                fresh = tmp_path / "fresh"
-                ensure_dev_certificates(fresh, datetime.datetime.now(datetime.UTC))
-                shutil.copy(fresh / "server.pem", live / "server.pem")
-                shutil.copy(fresh / "server-key.pem", live / "server-key.pem")
-                fresh_context = client_context(fresh)
+        with (
+            socket.create_connection(("127.0.0.1", server.tls_port), timeout=TIMEOUT) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as established,
+        ):
+            first = established.getpeercert(binary_form=True)
+            # New files: a new CA and certificates in another directory, copied over.
+            fresh = tmp_path / "fresh"
+            ensure_dev_certificates(fresh, datetime.datetime.now(datetime.UTC))
+            shutil.copy(fresh / "server.pem", live / "server.pem")
+            shutil.copy(fresh / "server-key.pem", live / "server-key.pem")
+            fresh_context = client_context(fresh)
 
-                def serves_new() -> bool:
-                    try:
-                        return (
-                            status_of(https_get(server.tls_port, fresh_context, "localhost")) == 200
-                        )
-                    except ssl.SSLError:
-                        return False
+            def serves_new() -> bool:
+                try:
+                    return status_of(https_get(server.tls_port, fresh_context, "localhost")) == 200
+                except ssl.SSLError:
+                    return False
 
-                assert wait_for(serves_new, seconds=5.0)
-                # The connection made before the reload still works.
-                established.sendall(
-                    b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-                )
-                assert established.recv(65536).startswith(b"HTTP/1.1 200 ")
-                assert established.getpeercert(binary_form=True) == first
+            assert wait_for(serves_new, seconds=5.0)
+            # The connection made before the reload still works.
+            established.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            assert established.recv(65536).startswith(b"HTTP/1.1 200 ")
+            assert established.getpeercert(binary_form=True) == first
