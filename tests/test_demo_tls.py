@@ -86,3 +86,27 @@ def test_sslyze_modern_compliant(tmp_path: Path) -> None:
         result = sslyze(running.gateway.tls_port, ca, "modern")
     assert "OK - Compliant" in result.stdout, result.stdout[-3000:]
     assert result.returncode == 0
+
+
+def test_curl_http2_through_demo(demo: Demo) -> None:
+    result = subprocess.run(
+        [
+            "curl",
+            "--silent",
+            "--http2",
+            "--resolve",
+            f"localhost:{demo.gateway.tls_port}:127.0.0.1",
+            "--cacert",
+            str(demo.certs / "ca.pem"),
+            "--output",
+            "/dev/null",
+            "--write-out",
+            "%{http_version} %{http_code}",
+            f"https://localhost:{demo.gateway.tls_port}/api/products",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.stdout == "2 200"

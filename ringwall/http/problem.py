@@ -50,22 +50,42 @@ def problem_response(
     """Return a complete HTTP/1.1 response for `rejection`, with `extra_headers` added."""
     body = problem_body(rejection, request_id)
     phrase = reason_phrase(rejection.status).decode("ascii")
-    lines = [
-        f"HTTP/1.1 {rejection.status} {phrase}",
-        "Content-Type: application/problem+json",
-        f"Content-Length: {len(body)}",
-        "Cache-Control: no-store",
-        "X-Content-Type-Options: nosniff",
-        f"{request_id_header}: {request_id}",
-    ]
-    lines.extend(f"{name}: {value}" for name, value in rejection.headers)
-    own = {name.lower() for name, _ in rejection.headers}
+    lines = [f"HTTP/1.1 {rejection.status} {phrase}"]
     lines.extend(
-        f"{name.decode('latin-1')}: {value.decode('latin-1')}"
-        for name, value in extra_headers
-        if name.decode("latin-1").lower() not in own
+        f"{name}: {value}"
+        for name, value in problem_fields(
+            rejection, request_id, request_id_header, len(body), extra_headers
+        )
     )
     if close or rejection.close:
         lines.append("Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     return head if head_only else head + body
+
+
+def problem_fields(
+    rejection: Rejection,
+    request_id: str,
+    request_id_header: str,
+    body_length: int,
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
+) -> list[tuple[str, str]]:
+    """Return the header fields of the response for `rejection`, without framing of the connection.
+
+    A field of `extra_headers` whose name the rejection sets itself is left out.
+    """
+    fields = [
+        ("Content-Type", "application/problem+json"),
+        ("Content-Length", str(body_length)),
+        ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),
+        (request_id_header, request_id),
+    ]
+    fields.extend(rejection.headers)
+    own = {name.lower() for name, _ in rejection.headers}
+    fields.extend(
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in extra_headers
+        if name.decode("latin-1").lower() not in own
+    )
+    return fields

@@ -24,36 +24,33 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from ringwall.edge.connections import ConnectionLimits
-from ringwall.edge.cors import add_response_fields
 from ringwall.errors import (
     BadRequest,
     HeaderFieldsTooLarge,
     LocalResponse,
     MethodNotAllowed,
-    MisdirectedRequest,
     Rejection,
     RequestTimeout,
     UriTooLong,
     VersionNotSupported,
-    excerpt,
 )
 from ringwall.exchange import Exchange
-from ringwall.gateway.auditing import record_denial
-from ringwall.gateway.routing import normalize_host
-from ringwall.http.headers import RequestHeaders, read_request_headers
+from ringwall.http.headers import RequestHeaders
 from ringwall.http.problem import problem_response, reason_phrase
 from ringwall.http.target import split_target
 from ringwall.runtime import valid_request_id
 from ringwall.server.body import RequestBody
+from ringwall.server.dispatch import BAN_RECHECK, LAYER, ExchangeDriver, ExpectationFailed
+from ringwall.server.dispatch import peer_ip as _peer_ip
 from ringwall.server.forward import PREBUFFER_BYTES, Forwarder
+from ringwall.server.h2_connection import H2Connection
 
 if TYPE_CHECKING:
     from ringwall.server.upstream import UpstreamConnection
     from ringwall.server.worker import Worker
+    from ringwall.tls.handshake import HandshakeInfo
 
 log = logging.getLogger("ringwall.server")
-
-LAYER = "protocol"
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _METHOD_NAMES = {
@@ -62,13 +59,9 @@ _METHOD_NAMES = {
 }
 # Once this many requests are waiting behind the active one, stop reading.
 _MAX_QUEUED = 8
-# Rejections made before the WAF layer runs: such requests still get a WAF verdict.
-_WAF_JUDGED = frozenset({LAYER, "target", "routing"})
-# Seconds between ban lookups for the requests of one keep-alive connection.
-BAN_RECHECK = 0.5
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(ExchangeDriver, asyncio.Protocol):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.loop = worker.loop
@@ -103,6 +96,8 @@ class ClientConnection(asyncio.Protocol):
         self._counted: tuple[ConnectionLimits, bytes] | None = None
         # Loop time after which a keep-alive client's ban is looked up again.
         self._ban_recheck = 0.0
+        # The TLS handshake of an HTTPS connection, given to each of its exchanges.
+        self.handshake: HandshakeInfo | None = None
 
     # -- asyncio.Protocol --
 
@@ -110,6 +105,18 @@ class ClientConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_ip = _peer_ip(peer)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and self.worker.tls is not None:
+            self.handshake = self.worker.tls.handshake_info(ssl_object)
+            if self.handshake is None:
+                self.transport.abort()
+                return
+            if self.handshake.alpn == "h2":
+                # H2Connection registers itself and checks bans and limits itself.
+                protocol = H2Connection(self.worker, self.handshake)
+                self.transport.set_protocol(protocol)
+                protocol.connection_made(self.transport)
+                return
         self.worker.connections.add(self)
         # A new connection gets the head deadline for its first request.
         self.idle_deadline = self.loop.time() + self.worker.runtime.timeouts.head
@@ -233,6 +240,8 @@ class ClientConnection(asyncio.Protocol):
         runtime = self.worker.runtime
         now = self.loop.time()
         exchange = Exchange(runtime, self.peer_ip, now, time.time())
+        if self.handshake is not None:
+            exchange.tls = self.handshake
         self.current = exchange
         self._limits = runtime.limits
         self._headers = exchange.headers
@@ -329,57 +338,27 @@ class ClientConnection(asyncio.Protocol):
         """Apply the framing and target rules llhttp leaves to the server."""
         if exchange.version not in ("1.1", "1.0"):
             raise VersionNotSupported(LAYER, "only HTTP/1.0 and HTTP/1.1 are supported", close=True)
-        runtime = exchange.runtime
-        found = read_request_headers(
-            exchange.headers, runtime.request_id_lower, runtime.owned_headers
-        )
-        exchange.forward_headers = found.forward
-        if found.authorization:
-            exchange.authorization = found.authorization
-            exchange.authorization_at = found.authorization_at
-        exchange.content_length = found.content_length
+        found = self._read_fields(exchange)
         exchange.chunked = found.chunked
         exchange.has_body = found.chunked or bool(found.content_length)
 
-        self._identify_client(exchange, found)
         self._check_framing(exchange, found)
-        if found.odd_name and runtime.reject_header_name_variants:
-            raise BadRequest(
-                LAYER, f"header name {excerpt(found.odd_name, 40)} contains '_' or '.'"
-            )
-        if len(found.authorization) > 1:
-            raise BadRequest(LAYER, "more than one Authorization header")
-        if found.content_types > 1:
-            raise BadRequest(LAYER, "more than one Content-Type header")
+        self._check_fields(exchange, found)
 
         hosts = found.hosts
         if hosts:
             if len(hosts) > 1:
                 raise BadRequest(LAYER, "more than one Host header", close=True)
-            exchange.host_header = hosts[0]
-            exchange.host = normalize_host(hosts[0])
-            if runtime.served_hosts is not None and not runtime.served_hosts(exchange.host):
-                raise MisdirectedRequest(LAYER, "this gateway does not serve that host")
+            self._set_host(exchange, hosts[0])
         elif exchange.version == "1.1":
             raise BadRequest(LAYER, "the Host header is missing", close=True)
         exchange.path, exchange.query = split_target(exchange.target)
-
-    def _identify_client(self, exchange: Exchange, found: RequestHeaders) -> None:
-        """Set the client address and request id, taken from a trusted proxy if there is one."""
-        addresses = exchange.runtime.client_addresses
-        if addresses.has_trusted and addresses.is_trusted(exchange.peer_ip):
-            if found.forwarded_for:
-                exchange.client_ip = addresses.resolve(exchange.peer_ip, found.forwarded_for)
-            if valid_request_id(found.request_id):
-                exchange.request_id = found.request_id.decode("ascii")
-        if not exchange.request_id:
-            exchange.request_id = self.worker.request_ids.next()
 
     def _check_framing(self, exchange: Exchange, found: RequestHeaders) -> None:
         """Reject expectations, methods and upgrades the gateway does not handle."""
         if found.expect is not None:
             if found.expect.lower() != b"100-continue":
-                raise _ExpectationFailed(LAYER, "only 'Expect: 100-continue' is supported")
+                raise ExpectationFailed(LAYER, "only 'Expect: 100-continue' is supported")
             exchange.expect_continue = True
         if found.chunked and exchange.version == "1.0":
             raise BadRequest(LAYER, "Transfer-Encoding is not allowed in HTTP/1.0", close=True)
@@ -436,127 +415,10 @@ class ClientConnection(asyncio.Protocol):
         while self.queue and self.active is None and not self.closing:
             self._start(self.queue.popleft())
 
-    def _check_ban(self, exchange: Exchange) -> None:
-        """Refuse a banned client on a connection opened before its ban.
-
-        A direct client is checked again at most every BAN_RECHECK seconds per
-        connection; each request a trusted proxy forwards is checked.
-        """
-        bans = exchange.runtime.bans
-        assert bans is not None
-        proxied = exchange.client_ip != self.peer_ip
-        now = self.loop.time()
-        if not proxied and now < self._ban_recheck:
-            return
-        if not proxied:
-            self._ban_recheck = now + BAN_RECHECK
-        refusal = bans.check(exchange.client_ip)
-        if refusal is not None:
-            raise refusal
-
-    def _start(self, exchange: Exchange) -> None:
-        """Run the layers on `exchange`, then forward it or send its rejection."""
-        self.active = exchange
-        try:
-            if exchange.rejection is not None:
-                raise exchange.rejection
-            if exchange.runtime.bans is not None:
-                self._check_ban(exchange)
-            pending = exchange.runtime.pipeline.check_head(exchange)
-        except Rejection as rejection:
-            waf = exchange.runtime.waf
-            if waf is not None and waf.default is not None and rejection.layer in _WAF_JUDGED:
-                # Still judged by the WAF, so the attack is recorded and can feed bans.
-                self.loop.create_task(self._run(exchange, waf.judge_rejected(exchange, rejection)))
-                return
-            self._reject(exchange, rejection)
-            self._finish(exchange)
-            return
-        except LocalResponse as local:
-            self._respond_locally(exchange, local)
-            self._finish(exchange)
-            return
-        except Exception:
-            log.exception(
-                "request check failed with an internal error",
-                extra={"request_id": exchange.request_id},
-            )
-            self._reject(exchange, _InternalError("proxy", "internal error", close=True))
-            self._finish(exchange)
-            return
-        body = exchange.body
-        if pending is None and exchange.upgrade is None and (body is None or body.complete):
-            route = exchange.route
-            assert route is not None
-            forwarder = Forwarder(self, exchange, exchange.runtime.upstreams[route.upstream])
-            if forwarder.try_start():
-                self.forwarder = forwarder
-                return
-            # `run` connects to the target that `try_start` picked, if it picked one.
-            self.loop.create_task(self._run(exchange, None, forwarder))
-            return
-        self.loop.create_task(self._run(exchange, pending))
-
-    def forward_in_task(self, exchange: Exchange) -> None:
-        self.forwarder = None
-        self.loop.create_task(self._run(exchange, None))
-
-    def forward_finished(self, exchange: Exchange, failure: Rejection | None) -> None:
-        """Finish an exchange forwarded without a coroutine (see `Forwarder.try_start`)."""
-        if failure is not None:
-            self._reject(exchange, failure)
-        self.forwarder = None
-        self._finish(exchange)
-
-    async def _run(
-        self, exchange: Exchange, pending: object, forwarder: Forwarder | None = None
-    ) -> None:
-        try:
-            if pending is not None:
-                await pending  # type: ignore[misc]
-            route = exchange.route
-            assert route is not None
-            body = exchange.body
-            if body is not None:
-                body.mark_needed()  # sends 100 Continue if the client waits for it
-            if forwarder is None:
-                forwarder = Forwarder(self, exchange, exchange.runtime.upstreams[route.upstream])
-            self.forwarder = forwarder
-            await forwarder.run()
-        except Rejection as rejection:
-            self._reject(exchange, rejection)
-        except LocalResponse as local:
-            self._respond_locally(exchange, local)
-        except Exception:
-            log.exception(
-                "request failed with an internal error",
-                extra={"request_id": exchange.request_id},
-            )
-            self._reject(exchange, _InternalError("proxy", "internal error", close=True))
-        finally:
-            self.forwarder = None
-            if self.tunnel is None:
-                self._finish(exchange)
-
     def _reject(self, exchange: Exchange, rejection: Rejection) -> None:
-        exchange.layer = rejection.layer
-        exchange.reason = rejection.reason
-        audit = exchange.runtime.audit
-        if audit is not None:
-            record_denial(audit, exchange, rejection)
-        bans = exchange.runtime.bans
-        if bans is not None:
-            bans.observe(exchange.client_ip, rejection, exchange)
-        route = exchange.route
-        if route is not None and route.name in exchange.runtime.cors:
-            # A browser may read the refusal only with the CORS fields.
-            add_response_fields(exchange, exchange.runtime.cors[route.name])
-        if self.forwarder is not None and self.forwarder.head_sent:
+        if not self._note_rejection(exchange, rejection):
             exchange.close = True  # the response already started: it can only be cut off
             return
-        if not exchange.request_id:
-            exchange.request_id = self.worker.request_ids.next()
-        exchange.status = rejection.status
         body = exchange.body
         unread_body = body is not None and not body.complete
         if rejection.close or unread_body or exchange.upgrade is not None:
@@ -776,25 +638,8 @@ class _TunnelSink:
             self.client.transport.pause_reading()
 
 
-class _ExpectationFailed(Rejection):
-    status = 417
-    title = "Expectation Failed"
-
-
-class _InternalError(Rejection):
-    status = 500
-    title = "Internal Server Error"
-
-
 def _client_gone(error: Exception) -> Rejection:
     return BadRequest(LAYER, f"client connection lost: {error}", close=True)
-
-
-def _peer_ip(peer: object) -> str:
-    if isinstance(peer, tuple) and peer:
-        host = str(peer[0])
-        return host.removeprefix("::ffff:") if host.startswith("::ffff:") and "." in host else host
-    return "unix"
 
 
 def _parser_reason(error: Exception) -> str:

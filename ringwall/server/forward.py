@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ringwall.edge.cors import RESPONSE_FIELD_NAMES
 from ringwall.errors import BadGateway, GatewayTimeout, Rejection, ServiceUnavailable
@@ -22,7 +22,6 @@ from ringwall.server.upstream import ConnectFailed, UpstreamConnection, Upstream
 
 if TYPE_CHECKING:
     from ringwall.exchange import Exchange
-    from ringwall.server.connection import ClientConnection
 
 log = logging.getLogger("ringwall.proxy")
 
@@ -39,6 +38,23 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 PREBUFFER_BYTES = 64 * 1024
 
 _NO_BODY_STATUS = frozenset({204, 304})
+
+
+class ForwardClient(Protocol):
+    """The client side of a forwarded exchange: an HTTP/1.1 connection or one HTTP/2 stream."""
+
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def closing(self) -> bool: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def start_tunnel(self, upstream: UpstreamConnection, leftover_from_upstream: bytes) -> None: ...
+
+    def forward_in_task(self, exchange: Exchange) -> None: ...
+
+    def forward_finished(self, exchange: Exchange, failure: Rejection | None) -> None: ...
 
 
 class Outcome(enum.Enum):
@@ -70,7 +86,7 @@ class Forwarder:
     )
 
     def __init__(
-        self, client: ClientConnection, exchange: Exchange, upstream: UpstreamRuntime
+        self, client: ForwardClient, exchange: Exchange, upstream: UpstreamRuntime
     ) -> None:
         self.client = client
         self.exchange = exchange
@@ -366,17 +382,8 @@ class Forwarder:
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], *, upgrade: bool
     ) -> None:
         exchange = self.exchange
-        exchange.status = status
         added = exchange.response_headers
-        runtime = exchange.runtime
-        kept, has_length = filter_response_headers(
-            headers, runtime.request_id_lower, drop=GATEWAY_FIELDS if added else _NOTHING
-        )
-        route = exchange.route
-        if route is not None:
-            kept = runtime.security_headers[route.name].apply(status, kept)
-        if status == 204 and has_length:
-            kept = [(n, v) for n, v in kept if n.lower() != b"content-length"]
+        kept, has_length = self._response_fields(status, headers)
         body_allowed = exchange.method != "HEAD" and status not in _NO_BODY_STATUS and not upgrade
         if body_allowed and not has_length:
             if exchange.version == "1.1":
@@ -400,6 +407,35 @@ class Forwarder:
             kept.extend(added)
         self.head_sent = True
         self._output.append(self._head_bytes(status, reason, kept))
+
+    def _response_fields(
+        self, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """Record `status` and select the upstream's response fields to send.
+
+        Hop-by-hop fields, the upstream's request id and the fields the
+        layers add themselves are dropped, and the route's security headers
+        are applied. Returns the fields and whether a Content-Length is among them.
+        """
+        exchange = self.exchange
+        exchange.status = status
+        runtime = exchange.runtime
+        kept, has_length = filter_response_headers(
+            headers,
+            runtime.request_id_lower,
+            drop=GATEWAY_FIELDS if exchange.response_headers else _NOTHING,
+        )
+        route = exchange.route
+        if route is not None:
+            by_route = (
+                runtime.security_headers_https
+                if exchange.tls is not None
+                else runtime.security_headers
+            )
+            kept = by_route[route.name].apply(status, kept)
+        if status == 204 and has_length:
+            kept = [(n, v) for n, v in kept if n.lower() != b"content-length"]
+        return kept, has_length
 
     @staticmethod
     def _head_bytes(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -15,6 +15,7 @@ from ringwall.logs import AccessLog, configure_error_log
 from ringwall.runtime import RequestIds, Runtime
 from ringwall.server.admin import AdminConnection
 from ringwall.server.connection import ClientConnection
+from ringwall.server.dispatch import ServedConnection
 from ringwall.server.redirect import RedirectConnection
 from ringwall.state.shared import SharedStore
 from ringwall.tls.context import ServerTls, TlsConfigError, new_ticket_secret
@@ -43,7 +44,7 @@ class Worker:
         self.index = index
         self.runtime = Runtime(config, loop, shared, index)
         self.retired: list[Runtime] = []
-        self.connections: set[ClientConnection] = set()
+        self.connections: set[ServedConnection] = set()
         self.request_ids = RequestIds()
         self.access_log = AccessLog(loop, config.logging)
         self.server: asyncio.Server | None = None
@@ -53,7 +54,11 @@ class Worker:
         # comes from the supervisor, so every worker can resume every session.
         tls_config = config.server.tls
         self.tls = (
-            ServerTls(tls_config, ticket_secret or new_ticket_secret())
+            ServerTls(
+                tls_config,
+                ticket_secret or new_ticket_secret(),
+                alpn=("h2", "http/1.1") if tls_config.http2.enabled else ("http/1.1",),
+            )
             if tls_config is not None
             else None
         )

@@ -12,6 +12,7 @@ import pytest
 
 from ringwall.certs_cli import ensure_dev_certificates
 from tests.support.gateway_thread import GatewayThread, proxy_config, running_gateway
+from tests.support.h2_client import H2Client, tls_client_context
 from tests.support.raw_upstream import RawUpstream, running_raw_upstream
 from tests.support.waiting import wait_for
 
@@ -226,3 +227,33 @@ def test_certificate_reload(certs: Path, upstream: RawUpstream, tmp_path: Path) 
             established.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             assert established.recv(65536).startswith(b"HTTP/1.1 200 ")
             assert established.getpeercert(binary_form=True) == first
+
+
+def test_http2_negotiated(gateway: GatewayThread, certs: Path, upstream: RawUpstream) -> None:
+    client = H2Client(
+        gateway.tls_port, tls=tls_client_context(str(certs / "ca.pem")), server_name="localhost"
+    )
+    try:
+        response = client.response(client.request(path=b"/over-h2", authority=b"localhost"))
+    finally:
+        client.close()
+    assert response.status == 200
+    assert response.header(b"strict-transport-security") == [b"max-age=31536000"]
+    forwarded = upstream.wait_for_requests(1)[0].request
+    assert forwarded.target == b"/over-h2"
+    assert (b"x-forwarded-proto", b"https") in forwarded.headers
+
+
+def test_domain_fronting_over_http2_is_421(
+    gateway: GatewayThread, certs: Path, upstream: RawUpstream
+) -> None:
+    client = H2Client(
+        gateway.tls_port, tls=tls_client_context(str(certs / "ca.pem")), server_name="localhost"
+    )
+    try:
+        response = client.response(client.request(path=b"/", authority=b"ringwall.localhost"))
+    finally:
+        client.close()
+    assert response.status == 421
+    assert response.header(b"content-type") == [b"application/problem+json"]
+    assert upstream.requests == []
