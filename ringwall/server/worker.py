@@ -85,6 +85,9 @@ class Worker:
                 lambda: ClientConnection(self), sock=sock, backlog=1024
             )
         if tls_sock is not None and self.tls is not None and tls_config is not None:
+            # NOTE: uvloop calls connection_made after the handshake, so per-IP
+            # connection limits and bans count an HTTPS connection only from
+            # then on. Until it finishes, only handshake_timeout bounds it.
             self.tls_server = await self.loop.create_server(
                 lambda: ClientConnection(self),
                 sock=tls_sock,
