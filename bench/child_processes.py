@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -23,12 +24,16 @@ class StartError(RuntimeError):
 
 @dataclass(frozen=True)
 class ProbeRequest:
-    """The request that readiness probes send, with the headers that wrk sends."""
+    """The request that readiness probes send, with the headers that wrk sends.
+
+    With `tls` set, the probe uses HTTPS and verifies the server with that context.
+    """
 
     host: str
     port: int
     path: str
     headers: Mapping[str, str]
+    tls: ssl.SSLContext | None = None
 
 
 def pinned(cpu: int, command: list[str]) -> list[str]:
@@ -121,7 +126,11 @@ def wait_until_ready(
 
 def send_probe(probe: ProbeRequest) -> tuple[int, bytes]:
     """Send one GET request and return the status code and body."""
-    connection = http.client.HTTPConnection(probe.host, probe.port, timeout=2.0)
+    connection = (
+        http.client.HTTPConnection(probe.host, probe.port, timeout=2.0)
+        if probe.tls is None
+        else http.client.HTTPSConnection(probe.host, probe.port, timeout=2.0, context=probe.tls)
+    )
     try:
         connection.request("GET", probe.path, headers=dict(probe.headers))
         response = connection.getresponse()

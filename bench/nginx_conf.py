@@ -37,9 +37,17 @@ def write_backend_conf(prefix: Path, port: int) -> Path:
 
 
 def write_proxy_conf(
-    prefix: Path, name: str, port: int, backend_port: int, modsecurity_rules: Path | None
+    prefix: Path,
+    name: str,
+    port: int,
+    backend_port: int,
+    modsecurity_rules: Path | None,
+    tls_directives: str = "",
 ) -> Path:
-    """Write the nginx reverse-proxy config, with ModSecurity when `modsecurity_rules` is set."""
+    """Write the nginx reverse-proxy config, with ModSecurity when `modsecurity_rules` is set.
+
+    With `tls_directives` (the ssl_* lines), the server listens for HTTPS only.
+    """
     load_modules = ""
     modsecurity = ""
     if modsecurity_rules is not None:
@@ -54,6 +62,8 @@ def write_proxy_conf(
         "backend_port": str(backend_port),
         "load_modules": load_modules,
         "modsecurity": modsecurity,
+        "listen_options": " ssl" if tls_directives else "",
+        "tls": tls_directives,
     }
     return _write(prefix / f"{name}.conf", render_template("proxy.conf", values))
 

@@ -114,11 +114,17 @@ LAYER_TARGETS = {
     # The WAF route may spend no more CPU per request than nginx with ModSecurity.
     "ringwall-waf": 1.0,
     "ringwall-waf-post": 1.0,
+    # Ringwall's HTTPS listener may spend at most 2.5 times nginx's CPU per
+    # keep-alive request, and at most 2 times per request with a full handshake.
+    "ringwall-tls": 0.40,
+    "ringwall-tls-handshake": 0.50,
 }
 LAYER_BASES = {
     "ringwall-validated": "ringwall-post",
     "ringwall-waf": "nginx-modsecurity",
     "ringwall-waf-post": "nginx-modsecurity-post",
+    "ringwall-tls": "nginx-tls",
+    "ringwall-tls-handshake": "nginx-tls-handshake",
 }
 
 

@@ -12,6 +12,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,16 @@ from report import (
     verdict,
     write_results,
 )
+from tls_setup import (
+    HANDSHAKE_COUNTS_ENV,
+    TlsSetupError,
+    build_full_handshakes_library,
+    client_context,
+    make_certificates,
+    nginx_tls_directives,
+    parse_handshake_counts,
+    write_ringwall_tls_config,
+)
 from validated import write_post_config, write_post_script, write_waf_config
 from wrk_output import WrkOutputError, WrkResult, parse_wrk_output
 
@@ -77,6 +88,10 @@ SYSTEMS = (
     "ringwall-waf",
     "nginx-modsecurity-post",
     "ringwall-waf-post",
+    "nginx-tls",
+    "ringwall-tls",
+    "nginx-tls-handshake",
+    "ringwall-tls-handshake",
 )
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RINGWALL_BIN = REPO_ROOT / ".venv" / "bin" / "ringwall"
@@ -99,6 +114,9 @@ WRK_TIMEOUT_MARGIN_S = 30
 # as a socket timeout, which made the run invalid, though wrk keeps waiting
 # for the response and the CPU per request stays valid.
 WRK_TIMEOUTS_S = {"nginx-modsecurity-post": 10, "ringwall-waf-post": 10}
+# The headers of the *-tls-handshake systems. Each response then ends its
+# connection, so wrk opens a new one, with a new handshake, for every request.
+CLOSE_HEADERS = {**REQUEST_HEADERS, "Connection": "close"}
 # A CPU busier than this before the run means another program competes with
 # the benchmark, so the harness prints a warning.
 IDLE_CHECK_BUSY_LIMIT = 0.10
@@ -149,6 +167,13 @@ class Launch:
     setup: dict[str, Any] | None = None
     # A wrk Lua script, for requests other than GET /.
     script: Path | None = None
+    # For HTTPS systems: the context that the probes verify the server with.
+    # wrk then requests https://, without verifying the certificate.
+    tls: ssl.SSLContext | None = None
+    # Environment variables for wrk, and the file in which the wrapper of
+    # the *-tls-handshake systems counts wrk's full and resumed handshakes.
+    wrk_env: Mapping[str, str] | None = None
+    handshake_counts: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -288,8 +313,10 @@ def free_port() -> int:
         return port
 
 
-def probe_request(port: int, headers: Mapping[str, str] = REQUEST_HEADERS) -> ProbeRequest:
-    return ProbeRequest(host=LOOPBACK, port=port, path="/", headers=headers)
+def probe_request(
+    port: int, headers: Mapping[str, str] = REQUEST_HEADERS, tls: ssl.SSLContext | None = None
+) -> ProbeRequest:
+    return ProbeRequest(host=LOOPBACK, port=port, path="/", headers=headers, tls=tls)
 
 
 def wrk_command(
@@ -299,6 +326,7 @@ def wrk_command(
     request_headers: Mapping[str, str],
     script: Path | None = None,
     timeout_s: int | None = None,
+    scheme: str = "http",
 ) -> list[str]:
     """Return the wrk command. `timeout_s` None keeps wrk's request timeout of 2 s."""
     headers: list[str] = []
@@ -313,7 +341,7 @@ def wrk_command(
         *(["--timeout", f"{timeout_s}s"] if timeout_s is not None else []),
         *headers,
         *(["-s", str(script)] if script is not None else []),
-        f"http://{LOOPBACK}:{port}/",
+        f"{scheme}://{LOOPBACK}:{port}/",
     ]
     return pinned(settings.load_cpu, command)
 
@@ -325,14 +353,20 @@ def run_wrk(
     headers: Mapping[str, str] = REQUEST_HEADERS,
     script: Path | None = None,
     timeout_s: int | None = None,
+    scheme: str = "http",
+    env: Mapping[str, str] | None = None,
 ) -> tuple[WrkResult, list[str]]:
-    """Run wrk against loopback `port` and return the parsed report and the command."""
-    command = wrk_command(settings, port, duration_s, headers, script, timeout_s)
+    """Run wrk against loopback `port` and return the parsed report and the command.
+
+    `env` adds variables to wrk's environment.
+    """
+    command = wrk_command(settings, port, duration_s, headers, script, timeout_s, scheme)
     process = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, **env} if env is not None else None,
         start_new_session=True,
     )
     try:
@@ -403,20 +437,17 @@ def launch_nginx(bench: Bench, name: str, port: int) -> Launch:
     return Launch(command=command, script=script)
 
 
-def launch_ringwall(bench: Bench, port: int, config: Path = RINGWALL_CONFIG) -> Launch:
+def launch_ringwall(
+    bench: Bench, port: int, config: Path = RINGWALL_CONFIG, https: bool = False
+) -> Launch:
+    """Return Ringwall's launch with one worker. With `https`, `port` is the HTTPS listener's."""
     for required in (RINGWALL_BIN, config):
         if not required.exists():
             return Launch(skip_reason=f"{required} not found")
-    command = [
-        str(RINGWALL_BIN),
-        "run",
-        "-c",
-        str(config),
-        "--listen",
-        f"{LOOPBACK}:{port}",
-        "--workers",
-        "1",
-    ]
+    listen = ["--listen", f"{LOOPBACK}:{port}"]
+    if https:
+        listen = ["--listen", f"{LOOPBACK}:{free_port()}", "--listen-tls", f"{LOOPBACK}:{port}"]
+    command = [str(RINGWALL_BIN), "run", "-c", str(config), *listen, "--workers", "1"]
     env = {"UPSTREAM_URL": f"http://{LOOPBACK}:{bench.backend_port}"}
     return Launch(command=pinned(bench.settings.proxy_cpu, command), env=env)
 
@@ -475,7 +506,45 @@ def auth_rejection_checks(chain: AuthChain) -> tuple[RejectionCheck, ...]:
     )
 
 
+def launch_tls(bench: Bench, name: str, port: int) -> Launch:
+    """Return the launch of an HTTPS system, making the certificates on first use."""
+    if not RINGWALL_BIN.exists():
+        return Launch(skip_reason=f"{RINGWALL_BIN} not found, and it makes the certificates")
+    try:
+        files = make_certificates(RINGWALL_BIN, bench.prefix)
+    except TlsSetupError as error:
+        return Launch(skip_reason=str(error))
+    if name.startswith("nginx"):
+        conf = write_proxy_conf(
+            bench.prefix, name, port, bench.backend_port, None, nginx_tls_directives(files)
+        )
+        launch = Launch(command=pinned(bench.settings.proxy_cpu, nginx_command(bench.prefix, conf)))
+    else:
+        config = write_ringwall_tls_config(bench.prefix, files)
+        launch = launch_ringwall(bench, port, config, https=True)
+    if launch.skip_reason:
+        return launch
+    if not name.endswith("-handshake"):
+        return Launch(command=launch.command, env=launch.env, tls=client_context(files))
+
+    try:
+        library = build_full_handshakes_library(bench.prefix)
+    except TlsSetupError as error:
+        return Launch(skip_reason=str(error))
+    counts = bench.prefix / f"{name}-handshakes.txt"
+    return Launch(
+        command=launch.command,
+        env=launch.env,
+        headers=CLOSE_HEADERS,
+        tls=client_context(files),
+        wrk_env={"LD_PRELOAD": str(library), HANDSHAKE_COUNTS_ENV: str(counts)},
+        handshake_counts=counts,
+    )
+
+
 def launch_proxy(bench: Bench, name: str, port: int) -> Launch:
+    if "-tls" in name:
+        return launch_tls(bench, name, port)
     if name == "ringwall":
         return launch_ringwall(bench, port)
     if name == "ringwall-auth":
@@ -511,7 +580,7 @@ def measure_proxy(bench: Bench, name: str) -> SystemResult:
         return SystemResult(name, "skipped", pinning, reason=launch.skip_reason)
 
     with running(name, launch.command, bench.prefix, launch.env) as process:
-        probe = probe_request(port, launch.headers)
+        probe = probe_request(port, launch.headers, launch.tls)
         try:
             status, body = wait_until_ready(process, probe, settings.start_timeout_s)
         except StartError as error:
@@ -532,7 +601,9 @@ def _check_responses(name: str, port: int, launch: Launch, status: int, body: by
         return f"{name} returned {status} {body[:200]!r}, expected 200 {BACKEND_BODY!r}"
     for check in launch.rejection_checks:
         try:
-            rejected_status, rejected_body = send_probe(probe_request(port, check.headers))
+            rejected_status, rejected_body = send_probe(
+                probe_request(port, check.headers, launch.tls)
+            )
         except OSError as error:
             return f"{name} request {check.description} failed: {error}"
         if rejected_status != check.status:
@@ -553,12 +624,32 @@ def _measure_running_proxy(
 ) -> SystemResult:
     settings = bench.settings
     timeout_s = WRK_TIMEOUTS_S.get(name)
+    scheme = "http" if launch.tls is None else "https"
     if settings.warmup_s:
-        run_wrk(settings, port, settings.warmup_s, launch.headers, launch.script, timeout_s)
+        run_wrk(
+            settings,
+            port,
+            settings.warmup_s,
+            launch.headers,
+            launch.script,
+            timeout_s,
+            scheme,
+            launch.wrk_env,
+        )
+    if launch.handshake_counts is not None:
+        # The warm-up's counts must not stand in for a measured run that wrote none.
+        launch.handshake_counts.unlink(missing_ok=True)
 
     cpu_before = tree_cpu_seconds(process.pid)
     wrk, command = run_wrk(
-        settings, port, settings.duration_s, launch.headers, launch.script, timeout_s
+        settings,
+        port,
+        settings.duration_s,
+        launch.headers,
+        launch.script,
+        timeout_s,
+        scheme,
+        launch.wrk_env,
     )
     cpu_after = tree_cpu_seconds(process.pid)
 
@@ -578,14 +669,39 @@ def _measure_running_proxy(
         result.status = "invalid"
         result.reason = "wrk reported socket errors or non-2xx/3xx responses"
     else:
-        result.reason = _check_after_run(port, launch.headers)
+        result.reason = _check_after_run(port, launch.headers, launch.tls)
+    if launch.handshake_counts is not None:
+        _check_handshakes(result, launch.handshake_counts)
     return result
 
 
-def _check_after_run(port: int, headers: Mapping[str, str]) -> str:
+def _check_handshakes(result: SystemResult, counts_path: Path) -> None:
+    """Record wrk's handshake counts in `result`, and mark it invalid unless all were full."""
+    try:
+        counts = parse_handshake_counts(counts_path.read_text())
+    except (OSError, ValueError) as error:
+        _mark_invalid(result, f"wrk's handshake counts could not be read: {error}")
+        return
+    handshakes = {"full": counts.full, "resumed": counts.resumed}
+    result.setup = {**(result.setup or {}), "handshakes": handshakes}
+    if counts.resumed:
+        total = counts.full + counts.resumed
+        _mark_invalid(result, f"wrk resumed {counts.resumed} of {total} TLS sessions")
+
+
+def _mark_invalid(result: SystemResult, reason: str) -> None:
+    """Mark `result` invalid with `reason`, unless it is already skipped or invalid."""
+    if result.status == "ok":
+        result.status = "invalid"
+        result.reason = reason
+
+
+def _check_after_run(
+    port: int, headers: Mapping[str, str], tls: ssl.SSLContext | None = None
+) -> str:
     """Return a note when the proxy no longer returns 200 after the run, else ""."""
     try:
-        status, _ = send_probe(probe_request(port, headers))
+        status, _ = send_probe(probe_request(port, headers, tls))
     except OSError as error:
         return f"probe after the run failed: {error}"
     return "" if status == 200 else f"probe after the run returned {status}"
