@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from ringwall.exchange import Exchange
 
 _quote = json.encoder.encode_basestring_ascii
+# The JSON of the methods llhttp and h2 accept, so the common case needs no escaping.
+_METHOD_JSON = {
+    name: f'"{name}"'
+    for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
+}
 
 # Writes to a pipe of at most PIPE_BUF bytes (4096 on Linux) are atomic, so
 # lines from several workers sharing stdout never interleave mid-line.
@@ -122,12 +127,14 @@ class AccessLog:
         if second != self._second:
             self._second = second
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        # %-formatting measured faster than an f-string here. request_id,
-        # client_ip and method need no JSON escaping: the request id
-        # is made here or checked against a safe character set, the address comes
-        # from the ipaddress module, and llhttp accepts only known method names.
+        # %-formatting measured faster than an f-string here. request_id and
+        # client_ip need no JSON escaping: the request id is made here or
+        # checked against a safe character set, and the address comes from
+        # the ipaddress module. A method is escaped unless it is a known one,
+        # because a request the parser refused is described from its raw bytes.
+        method = exchange.method
         self._lines.append(
-            '{"time":"%s.%03dZ","request_id":"%s","client_ip":"%s","method":"%s",'  # noqa: UP031
+            '{"time":"%s.%03dZ","request_id":"%s","client_ip":"%s","method":%s,'  # noqa: UP031
             '"path":%s,"route":%s,"status":%d,"bytes_in":%d,"bytes_out":%d,'
             '"duration_ms":%.3f,"upstream":%s,"layer":%s,"reason":%s}\n'
             % (
@@ -135,7 +142,7 @@ class AccessLog:
                 int(wall * 1000) % 1000,
                 exchange.request_id,
                 exchange.client_ip,
-                exchange.method,
+                _METHOD_JSON.get(method) or _quote(method),
                 _quote(exchange.path or _raw_path(exchange.target)),
                 route.json_name if route is not None else "null",
                 exchange.status,

@@ -189,3 +189,28 @@ def test_access_log_lines(tmp_path: Path) -> None:
     assert record["route"] is None
     assert record["reason"] == 'bad "value"'
     assert record["status"] == 400
+
+
+
+def test_access_log_escapes_raw_method(tmp_path: Path) -> None:
+    import asyncio
+
+    from ringwall.config.model import LogConfig
+    from ringwall.exchange import Exchange
+    from ringwall.logs import AccessLog
+
+    path = tmp_path / "access.log"
+    loop = asyncio.new_event_loop()
+    try:
+        log = AccessLog(loop, LogConfig(access={"destination": str(path)}))
+        no_runtime: Any = None
+        exchange = Exchange(no_runtime, "127.0.0.1", 0.0, 1_700_000_000.25)
+        # A request the parser refused is described from its raw bytes, latin-1 decoded.
+        exchange.method = 'G\x8c"T'
+        exchange.status = 400
+        log.record(exchange)
+        log.close()
+    finally:
+        loop.close()
+    record = json.loads(path.read_text(encoding="ascii"))
+    assert record["method"] == 'G\x8c"T'
