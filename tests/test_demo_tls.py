@@ -1,4 +1,4 @@
-"""The demo over HTTPS: sslyze's Mozilla checks, the redirect, and the listener's answers."""
+"""The demo over HTTPS: sslyze's Mozilla checks, the redirect, HTTP/2 and responses."""
 
 import socket
 import ssl

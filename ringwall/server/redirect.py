@@ -23,12 +23,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("ringwall.server")
 
 LAYER = "redirect"
-# The longest request head read before the redirect is sent.
+# Maximum size of the request head read before the redirect is sent.
 MAX_HEAD_BYTES = 16_384
 
 
 class RedirectConnection(asyncio.Protocol):
-    """Answers one request with 308 Permanent Redirect to the same URL over HTTPS."""
+    """A plain-HTTP connection that gets one 308 Permanent Redirect to the same URL over HTTPS."""
 
     def __init__(self, worker: Worker, https_port: int) -> None:
         self.worker = worker

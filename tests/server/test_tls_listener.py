@@ -168,7 +168,7 @@ def test_required_client_certificate(gateway: GatewayThread, certs: Path) -> Non
 
 
 def test_domain_fronting_is_421(gateway: GatewayThread, certs: Path, upstream: RawUpstream) -> None:
-    # The handshake names localhost, which asks for no certificate; the Host
+    # The handshake names localhost, which requests no certificate. The Host
     # names ringwall.localhost, which requires one.
     response = https_get(gateway.tls_port, client_context(certs), "localhost", "ringwall.localhost")
     assert status_of(response) == 421
