@@ -173,6 +173,21 @@ def read_request_headers(
     return found
 
 
+def content_fields(headers: list[tuple[bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:
+    """Return the Content-Type values and the Content-Encoding values of `headers`, in one pass."""
+    content_types: list[bytes] = []
+    content_encodings: list[bytes] = []
+    for name, value in headers:
+        # Comparing lengths first skips lowering the names of most other fields.
+        size = len(name)
+        if size == 12:
+            if name.lower() == b"content-type":
+                content_types.append(value)
+        elif size == 16 and name.lower() == b"content-encoding":
+            content_encodings.append(value)
+    return content_types, content_encodings
+
+
 def filter_response_headers(
     headers: list[tuple[bytes, bytes]],
     request_id_name: bytes = b"",

@@ -7,6 +7,7 @@ from ringwall.http.headers import (
     HopByHop,
     canonical_name,
     connection_tokens,
+    content_fields,
     encode_head,
     filter_response_headers,
     read_request_headers,
@@ -335,3 +336,30 @@ def test_encode_head() -> None:
 
 def test_encode_head_no_headers() -> None:
     assert encode_head(b"HTTP/1.1 204 No Content", []) == b"HTTP/1.1 204 No Content\r\n\r\n"
+
+
+def test_content_fields_collects_both_in_order() -> None:
+    headers = [
+        (b"Content-Type", b"application/json"),
+        (b"Host", b"example.test"),
+        (b"CONTENT-ENCODING", b"gzip"),
+        (b"content-type", b"text/plain"),
+        (b"Content-Encoding", b"identity"),
+    ]
+    content_types, content_encodings = content_fields(headers)
+    assert content_types == [b"application/json", b"text/plain"]
+    assert content_encodings == [b"gzip", b"identity"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        b"Content-Types",
+        b"Content_Type",
+        b"X-Content-Type",
+        b"Content-Encodings",
+        b"Accept-Encoding",
+    ],
+)
+def test_content_fields_ignores_other_names(name: bytes) -> None:
+    assert content_fields([(name, b"x")]) == ([], [])

@@ -328,7 +328,6 @@ def _read_part_head(
     return headers, end + 4
 
 
-
 def _make_field(
     headers: dict[str, bytes], content: bytes, number: int, limits: FormLimits
 ) -> FormField:

@@ -29,20 +29,27 @@ common JSON parsers disagree on, instead of picking one reading:
 Any top-level value is allowed, as RFC 8259 allows. A schema can require
 an object.
 
-Duplicate keys are found by comparing the members of the parsed objects
-with the colons in the body (see `_scan_counting`), which is cheaper than a
-hook that receives every object's key-value pairs. A body that fails any
-check is parsed again with such hooks, so that every rejection names the
-first problem in document order.
+The C extension `_strict_json` (see `_strict_json.c`) parses a body in one
+pass and returns the document only when this module would accept it. The
+Python parser below runs for the bodies it rejects, to name the first
+problem, and for every body where the extension is not built.
 
-Costs, measured with timeit (best of 9 runs) on a 2-core Intel Xeon VM with
-CPython 3.11.7, for the 998-byte order body of `bench/validated.py` with 11
-objects: parsing takes about 8.3 µs, against 6.0 µs for a plain
-`json.loads`, and 9.2 µs when a string contains a colon. Rejecting a
-duplicate key in that body takes about 35 µs, because it is parsed three
-times. Validation with jsonschema-rs 0.58.3 takes about 1.5 µs. A body with
-more brackets than `max_depth` also pays for the exact depth scan, about
-20 µs for 5 KB.
+The Python parser finds duplicate keys by comparing the members of the
+parsed objects with the colons in the body (see `_scan_counting`), which is
+cheaper than a hook that receives every object's key-value pairs. A body
+that fails any check is parsed again with such hooks, so that every
+rejection names the first problem in document order.
+
+Costs, measured with timeit (best of 9 runs of process CPU time) on a
+2-core Intel Xeon VM with CPython 3.11.7 that other jobs shared, for the
+998-byte order body of `bench/validated.py` with 11 objects. A plain
+`json.loads` took 22 µs in the same runs. `parse_strict_json` took about
+6 µs with the C parser, and the Python parser alone 31 µs (32 µs when a
+string contains a colon). Rejecting a duplicate key in that body took about
+150 µs, because the Python parser parses it three times. Validation with
+jsonschema-rs 0.58.3 took about 4.7 µs. A body with more brackets than
+`max_depth` also pays for the exact depth scan, about 400 µs for 2,500
+nested arrays (5 KB).
 """
 
 from __future__ import annotations
@@ -60,6 +67,11 @@ import jsonschema_rs
 from jsonschema_rs import ValidationErrorKind
 
 from ringwall.errors import RingwallError
+
+try:
+    from ringwall.gateway.validation import _strict_json
+except ImportError:  # not built: `pip install -e .` compiles it, and the Python parser runs
+    _strict_json = None  # type: ignore[assignment]
 
 DEFAULT_MAX_DEPTH = 64
 DEFAULT_MAX_MEMBERS = 10_000
@@ -122,7 +134,19 @@ def parse_strict_json(
         raise ValueError(f"max_depth must be between 1 and {MAX_DEPTH_LIMIT}, got {max_depth}")
     if max_members < 1:
         raise ValueError(f"max_members must be at least 1, got {max_members}")
+    if _strict_json is not None:
+        document = _strict_json.parse(body, max_depth, max_members)
+        if document is not _strict_json.REJECTED:
+            return document
+    return _parse_in_python(body, max_depth, max_members)
 
+
+def _parse_in_python(body: bytes, max_depth: int, max_members: int) -> object:
+    """Parse `body` like parse_strict_json, without the C parser.
+
+    This is the reference that the C parser must match, and the only code
+    that writes the reason of a rejection.
+    """
     # 1. Encoding. RFC 8259 lets a parser ignore a byte order mark, so some
     # upstreams would skip it and others would reject the body.
     if body.startswith(_UTF8_BOM):
@@ -589,6 +613,30 @@ class JsonSchemaValidator:
             self._compiled.validate(document)
         except jsonschema_rs.ValidationError as exc:
             raise _schema_error(exc) from None
+
+
+def check_json_body(
+    body: bytes, validator: JsonSchemaValidator | None, max_depth: int, max_members: int
+) -> object:
+    """Parse `body` with parse_strict_json, check it with `validator` if given, and return it.
+
+    Raises BodyInvalid for the first problem, like the two steps called one
+    after the other. An accepted body costs fewer Python calls, because this
+    calls the C parser and the compiled schema directly.
+    """
+    native = _strict_json
+    if native is None:
+        document = parse_strict_json(body, max_depth=max_depth, max_members=max_members)
+    else:
+        document = native.parse(body, max_depth, max_members)
+        if document is native.REJECTED:
+            document = _parse_in_python(body, max_depth, max_members)
+    if validator is not None:
+        try:
+            validator._compiled.validate(document)
+        except jsonschema_rs.ValidationError as exc:
+            raise _schema_error(exc) from None
+    return document
 
 
 def _schema_error(error: jsonschema_rs.ValidationError) -> BodyInvalid:

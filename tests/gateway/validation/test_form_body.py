@@ -240,7 +240,7 @@ def test_multipart_file_content_is_not_decoded() -> None:
         (b'multipart/form-data; boundary="a b:c"', b"a b:c"),
         (b"multipart/form-data; boundary=XyZ; charset=UTF-8", b"XyZ"),
         (b"multipart/form-data; boundary=" + b"a" * 70, b"a" * 70),
-        (b"multipart/form-data; boundary=\"'()+_,-./:=?\"", b"'()+_,-./:=?"),
+        (b'multipart/form-data; boundary="\'()+_,-./:=?"', b"'()+_,-./:=?"),
         (b"multipart/form-data; boundary='+_-.", b"'+_-."),
     ],
 )
@@ -374,9 +374,12 @@ def test_multipart_framing_rejected(body: bytes, message: str) -> None:
             f"part 1: the header section does not end with an empty line within "
             f"{MAX_PART_HEAD_BYTES} bytes",
         ),
-        (part(b"form-data", b"v", b"Content-Type: text/plain").replace(
-            b"Content-Disposition: form-data\r\n", b""
-        ), "part 1: the Content-Disposition header is missing"),
+        (
+            part(b"form-data", b"v", b"Content-Type: text/plain").replace(
+                b"Content-Disposition: form-data\r\n", b""
+            ),
+            "part 1: the Content-Disposition header is missing",
+        ),
         (
             part(b'form-data; name="a"', b"v", b'Content-Disposition: form-data; name="b"'),
             "part 1: more than one Content-Disposition header",

@@ -59,9 +59,10 @@ MULTIPART = b"multipart/form-data; boundary=" + BOUNDARY
 
 
 def post(gateway: GatewayThread, target: bytes, content_type: bytes, body: bytes) -> Response:
-    head = (
-        b"POST %b HTTP/1.1\r\nHost: a\r\nContent-Type: %b\r\nContent-Length: %d\r\n\r\n"
-        % (target, content_type, len(body))
+    head = b"POST %b HTTP/1.1\r\nHost: a\r\nContent-Type: %b\r\nContent-Length: %d\r\n\r\n" % (
+        target,
+        content_type,
+        len(body),
     )
     return request(gateway.port, head + body, b"POST")
 

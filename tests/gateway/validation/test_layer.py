@@ -68,6 +68,99 @@ def test_undeclared_body_gets_415(headers: list[tuple[bytes, bytes]]) -> None:
         validation(**JSON_ONLY).check_head(exchange(headers, has_body=True))
 
 
+def test_check_runs_head_and_json_body() -> None:
+    checks = validation(**JSON_ONLY, json={"schema": {"type": "object"}})
+    assert checks.check(body_exchange(b"application/json", b'{"a": 1}')) is None
+    with pytest.raises(BadRequest, match="expected object, got array"):
+        checks.check(body_exchange(b"application/json", b"[]"))
+    with pytest.raises(UnsupportedMediaType):
+        checks.check(body_exchange(b"text/plain", b"{}"))
+
+
+def test_check_after_cached_content_type() -> None:
+    # Once the media type is cached, requests take the shorter path, which
+    # must still find a repeated Content-Type, an encoding and a bad body.
+    checks = validation(**JSON_ONLY, json={"schema": {"type": "object"}})
+    assert checks.check(body_exchange(b"application/json", b"{}")) is None
+    repeated = body_exchange(b"application/json", b"{}")
+    repeated.headers.append((b"Content-Type", b"application/json"))
+    with pytest.raises(BadRequest, match="Content-Type: sent more than once"):
+        checks.check(repeated)
+    encoded = body_exchange(b"application/json", b"{}")
+    encoded.headers.append((b"Content-Encoding", b"gzip"))
+    with pytest.raises(UnsupportedMediaType, match="compressed request bodies"):
+        checks.check(encoded)
+    identity = body_exchange(b"application/json", b"{}")
+    identity.headers.append((b"content-encoding", b"identity"))
+    assert checks.check(identity) is None
+    other_field = body_exchange(b"application/json", b"{}")
+    other_field.headers.append((b"X-Request-Id", b"abc"))  # 12 characters, like Content-Type
+    assert checks.check(other_field) is None
+    with pytest.raises(BadRequest, match="body /a: duplicate key"):
+        checks.check(body_exchange(b"application/json", b'{"a": 1, "a": 2}'))
+
+
+def test_check_waits_for_incomplete_body() -> None:
+    checks = validation(**JSON_ONLY, json={"schema": {"type": "object"}})
+    checks.check(body_exchange(b"application/json", b"{}"))
+    request = exchange([(b"content-type", b"application/json")], has_body=True, method="POST")
+    request.body = RequestBody(1024, lambda: None, lambda: None)
+    pending = checks.check(request)
+    assert pending is not None
+    request.body.feed(b"[]")
+    request.body.finish()
+
+    async def run() -> None:
+        await pending
+
+    with pytest.raises(BadRequest, match="expected object, got array"):
+        asyncio.run(run())
+
+
+def test_check_rejects_compression_before_media_type() -> None:
+    request = body_exchange(b"text/plain", b"{}")
+    request.headers.append((b"Content-Encoding", b"br"))
+    with pytest.raises(UnsupportedMediaType, match="compressed request bodies"):
+        validation(**JSON_ONLY).check(request)
+
+
+def test_identity_content_encoding_accepted() -> None:
+    headers = [(b"Content-Type", b"application/json"), (b"Content-Encoding", b" Identity ")]
+    validation(**JSON_ONLY).check_head(exchange(headers, has_body=True))
+
+
+def test_accepted_content_type_checked_again_from_cache() -> None:
+    checks = validation(content_types=["application/json"], charsets=["utf-8"])
+    accepted = [(b"Content-Type", b"application/json; charset=UTF-8")]
+    for _ in range(2):
+        checks.check_head(exchange(accepted, has_body=True))
+    assert list(checks._accepted_content_types) == [b"application/json; charset=UTF-8"]
+    # A rejected value is never cached, so it is rejected each time.
+    rejected = [(b"Content-Type", b"application/json; charset=latin-1")]
+    for _ in range(2):
+        with pytest.raises(UnsupportedMediaType, match="charset latin-1"):
+            checks.check_head(exchange(rejected, has_body=True))
+    assert len(checks._accepted_content_types) == 1
+
+
+def test_content_type_cache_stops_growing() -> None:
+    checks = validation(**JSON_ONLY)
+    for number in range(100):
+        value = b"application/json; v=%d" % number
+        checks.check_head(exchange([(b"Content-Type", value)], has_body=True))
+    assert len(checks._accepted_content_types) == 64
+    # Values past the cache's size are still checked and accepted.
+    checks.check_head(exchange([(b"Content-Type", b"application/json; v=999")], has_body=True))
+
+
+def test_cached_media_type_decides_json_body() -> None:
+    checks = validation(**FORM_AND_JSON)
+    request = body_exchange(b"Application/JSON", b"{}")
+    checks.check_head(request)
+    assert checks._accepted_content_types == {b"Application/JSON": "application/json"}
+    assert checks.needs_body(request)
+
+
 def test_repeated_content_type_400() -> None:
     headers = [(b"Content-Type", b"application/json"), (b"Content-Type", b"application/json")]
     with pytest.raises(BadRequest):
