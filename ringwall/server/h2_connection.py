@@ -288,7 +288,9 @@ class H2Connection(asyncio.Protocol):
             return
         if len(self.streams) >= self.settings.max_concurrent_streams or self.closing:
             # Exchanges of streams the client already reset still count here.
-            self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                # The client may have reset the stream in the same read.
+                self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             self._count_reset()
             return
         self.requests += 1

@@ -448,6 +448,26 @@ def test_rapid_reset_goaway(gateway: GatewayThread) -> None:
         assert client.terminated.error_code == ErrorCodes.ENHANCE_YOUR_CALM
 
 
+def test_reset_streams_over_cap_goaway(gateway: GatewayThread) -> None:
+    # Streams over the cap, each reset by the client in the same write: the
+    # server refuses a stream that is already closed, which must not fail.
+    settings = Http2Config(max_concurrent_streams=5, max_reset_streams=20)
+    with connect(gateway, settings) as client:
+        client.connection.remote_settings.max_concurrent_streams = 10_000
+        for _ in range(40):
+            stream_id = client.connection.get_next_available_stream_id()
+            client.connection.send_headers(
+                stream_id, request_fields(b"/api/items"), end_stream=True
+            )
+            client.connection.reset_stream(stream_id, ErrorCodes.CANCEL)
+        with suppress(OSError):  # the server may already have closed the connection
+            client.flush()
+        client.wait_closed()
+
+        assert client.terminated is not None
+        assert client.terminated.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+
+
 def raw_connection(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock.sendall(PREFACE + SettingsFrame(0).serialize())
