@@ -108,10 +108,14 @@ class Supervisor:
         for _ in range(self.config.server.worker_count()):
             self._spawn()
         host, port = self.sock.getsockname()[:2]
+        listening = {"listen": f"{host}:{port}"}
+        if self.tls_sock is not None:
+            tls_host, tls_port = self.tls_sock.getsockname()[:2]
+            listening["listen_tls"] = f"{tls_host}:{tls_port}"
         log.info(
             "ringwall is listening",
             extra={
-                "listen": f"{host}:{port}",
+                **listening,
                 "workers": len(self.workers),
                 "config": str(self.config_path),
             },
