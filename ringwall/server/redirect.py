@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from ringwall.errors import BadRequest, Rejection
+from ringwall.errors import BadRequest, Rejection, RequestTimeout
 from ringwall.gateway.routing import normalize_host
 from ringwall.http.problem import problem_response
 
@@ -45,7 +45,16 @@ class RedirectConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         timeout = self.worker.runtime.timeouts.head
-        self._deadline = self.worker.loop.call_later(timeout, self.transport.abort)
+        self._deadline = self.worker.loop.call_later(timeout, self._time_out)
+
+    def _time_out(self) -> None:
+        """Send 408 for a head that started but did not finish in time, as the HTTPS port does."""
+        if self.done or self.transport is None:
+            return
+        if self.received:
+            self._reject(RequestTimeout(LAYER, "the request head took too long", close=True))
+        else:
+            self.transport.abort()  # nothing arrived: no response, like the HTTPS port
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._deadline is not None:

@@ -130,6 +130,20 @@ def test_redirect_without_host_is_400(gateway: GatewayThread) -> None:
     assert b"application/problem+json" in response
 
 
+def test_redirect_late_head_is_408(certs: Path, upstream: RawUpstream, tmp_path: Path) -> None:
+    config = tls_config(certs, upstream).replace(
+        "timeouts: {drain: 2s}", "timeouts: {drain: 2s, head: 0.5s}"
+    )
+    with (
+        running_gateway(config, tmp_path, serve_tls=True) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        response = sock.recv(65536)
+    assert response.startswith(b"HTTP/1.1 408 ")
+    assert b"application/problem+json" in response
+
+
 @pytest.mark.parametrize(
     ("maximum", "ciphers"),
     [
