@@ -17,6 +17,7 @@ from ringwall.server.admin import AdminConnection
 from ringwall.server.connection import ClientConnection
 from ringwall.server.dispatch import ServedConnection
 from ringwall.server.redirect import RedirectConnection
+from ringwall.server.tls_transport import TlsServerProtocol
 from ringwall.state.shared import SharedStore
 from ringwall.tls.context import ServerTls, TlsConfigError, new_ticket_secret
 
@@ -85,21 +86,34 @@ class Worker:
                 lambda: ClientConnection(self), sock=sock, backlog=1024
             )
         if tls_sock is not None and self.tls is not None and tls_config is not None:
-            # NOTE: uvloop calls connection_made after the handshake, so per-IP
-            # connection limits and bans count an HTTPS connection only from
-            # then on. Until it finishes, only handshake_timeout bounds it.
+            # NOTE: per-IP connection limits count an HTTPS connection from the
+            # end of its handshake; until then only handshake_timeout bounds it.
+            context = self.tls.context
+            timeout = tls_config.handshake_timeout
             self.tls_server = await self.loop.create_server(
-                lambda: ClientConnection(self),
+                lambda: TlsServerProtocol(
+                    self.loop,
+                    context,
+                    timeout,
+                    lambda: ClientConnection(self),
+                    self._tls_drop_reason,
+                ),
                 sock=tls_sock,
                 backlog=1024,
-                ssl=self.tls.context,
-                ssl_handshake_timeout=tls_config.handshake_timeout,
             )
         if admin_sock is not None:
             self.admin_server = await self.loop.create_server(
                 lambda: AdminConnection(self), sock=admin_sock, backlog=64
             )
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _tls_drop_reason(self, client: str) -> str | None:
+        """Return why a new HTTPS connection from `client` is dropped unanswered, or None."""
+        runtime = self.runtime
+        if runtime.bans is None or runtime.client_addresses.is_trusted(client):
+            return None
+        refusal = runtime.bans.check(client)
+        return refusal.reason if refusal is not None else None
 
     def reload(self, config: Config) -> None:
         """Swap in a new configuration; requests in flight finish on the old one."""

@@ -1,0 +1,318 @@
+"""TLS on a plain TCP transport, with fewer steps per record than uvloop's.
+
+`TlsServerProtocol` receives the raw bytes of an accepted HTTPS connection,
+runs the handshake through an `ssl.SSLObject` on two memory BIOs, and then
+gives the connection's protocol (ClientConnection or H2Connection) a
+`TlsTransport` that encrypts what it writes and decrypts what arrives.
+
+Why not `loop.create_server(ssl=...)`: uvloop's `SSLProtocol` ends every
+read by calling `SSL_read` until it raises `SSLWantReadError`. Python builds
+a formatted exception object for that, about 1 µs each time in a timeit
+loop on the benchmark machine. It also goes through the Python methods of
+`ssl.SSLObject` and a general write queue. Here a read stops when neither
+the BIO nor OpenSSL contains more bytes, and the calls go straight to the
+`_ssl` object. docs/benchmarks.md measures the difference.
+
+Owning the raw connection also lets the worker act before the handshake:
+a banned address is dropped before it costs a key exchange, and a failed
+handshake is logged with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any, cast
+
+from ringwall.server.dispatch import peer_ip
+
+log = logging.getLogger("ringwall.tls")
+
+LAYER = "tls"
+# Decrypted bytes handed to the protocol per call. A TLS record carries at most 16 KiB.
+_READ_SIZE = 65536
+_WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+class TlsTransport(asyncio.Transport):
+    """The transport the protocol of an HTTPS connection writes to, after the handshake."""
+
+    def __init__(self, tls: TlsServerProtocol, protocol: asyncio.BaseProtocol) -> None:
+        super().__init__()
+        self._tls = tls
+        self._protocol = protocol
+        self._closing = False
+        # Bound once: write() runs for every response.
+        self._encrypt = tls.sslobj.write
+        self._encrypted = tls.outgoing.read
+        self._send = tls.raw.write
+
+    # -- what the protocol calls --
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing:
+            return
+        try:
+            self._encrypt(data)
+        except ssl.SSLError as exc:
+            self._tls.fail(exc)
+            return
+        self._send(self._encrypted())
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "ssl_object":
+            return self._tls.ssl_object
+        if name == "sslcontext":
+            return self._tls.ssl_object.context
+        if name == "peercert":
+            return self._tls.ssl_object.getpeercert()
+        if name == "cipher":
+            return self._tls.ssl_object.cipher()
+        return self._tls.raw.get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        return self._closing or self._tls.raw.is_closing()
+
+    def close(self) -> None:
+        """Send close_notify after what is already written, then close the connection."""
+        if self._closing:
+            return
+        self._closing = True
+        self._tls.shutdown()
+
+    def abort(self) -> None:
+        self._closing = True
+        self._tls.raw.abort()
+
+    def can_write_eof(self) -> bool:
+        return False  # TLS has no half-close
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("TLS connections cannot half-close")
+
+    def pause_reading(self) -> None:
+        self._tls.paused = True
+        self._tls.raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        tls = self._tls
+        if not tls.paused:
+            return
+        tls.paused = False
+        tls.raw.resume_reading()
+        # Records decrypted or buffered while paused get no new read event.
+        tls.loop.call_soon(tls.deliver)
+
+    def is_reading(self) -> bool:
+        return not self._tls.paused
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+        self._tls.app = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    def get_write_buffer_size(self) -> int:
+        return self._tls.raw.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._tls.raw.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._tls.raw.set_write_buffer_limits(high, low)
+
+
+class TlsServerProtocol(asyncio.Protocol):
+    """The raw side of one accepted HTTPS connection: handshake, then records."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        context: ssl.SSLContext,
+        handshake_timeout: float,
+        protocol_factory: Callable[[], asyncio.Protocol],
+        drop_reason: Callable[[str], str | None] = lambda _client: None,
+    ) -> None:
+        self.loop = loop
+        self._drop_reason = drop_reason
+        self._context = context
+        self._handshake_timeout = handshake_timeout
+        self._protocol_factory = protocol_factory
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.ssl_object = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        # The _ssl object under ssl.SSLObject: its methods skip one Python call each.
+        self.sslobj: Any = self.ssl_object._sslobj  # type: ignore[attr-defined]
+        self.raw: asyncio.Transport = None  # type: ignore[assignment]
+        self.app: asyncio.BaseProtocol | None = None
+        self.transport: TlsTransport | None = None
+        self.paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._done = False
+
+    # -- asyncio.Protocol, on the raw connection --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.raw = cast(asyncio.Transport, transport)
+        client = peer_ip(transport.get_extra_info("peername"))
+        reason = self._drop_reason(client)
+        if reason is not None:
+            # Dropped before the key exchange, which would cost more CPU than the whole refusal.
+            log.info(
+                "connection refused before the TLS handshake",
+                extra={"layer": "bans", "reason": reason, "client": client},
+            )
+            self.raw.abort()
+            return
+        self._timer = self.loop.call_later(self._handshake_timeout, self._handshake_expired)
+
+    def data_received(self, data: bytes) -> None:
+        self.incoming.write(data)
+        if self.transport is None:
+            self._handshake()
+            return
+        if not self.paused:
+            self.deliver()
+
+    def eof_received(self) -> bool | None:
+        # A TLS peer ends with close_notify; a bare FIN ends the connection.
+        if self.app is not None and not self._done:
+            self._done = True
+            try:
+                self.app.eof_received()  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("eof_received of the HTTPS connection's protocol failed")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        app = self.app
+        self.app = None
+        if app is not None:
+            app.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.app is not None:
+            self.app.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.app is not None:
+            self.app.resume_writing()
+
+    # -- handshake --
+
+    def _handshake(self) -> None:
+        try:
+            self.sslobj.do_handshake()
+        except _WANT:
+            self._flush()
+            return
+        except (ssl.SSLError, OSError) as exc:
+            self._flush()
+            self._handshake_failed(exc)
+            return
+        self._flush()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        app = self._protocol_factory()
+        self.app = app
+        self.transport = TlsTransport(self, app)
+        app.connection_made(self.transport)
+        if self.incoming.pending and not self.paused and not self.raw.is_closing():
+            self.deliver()
+
+    def _handshake_failed(self, exc: BaseException) -> None:
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        log.info(
+            "TLS handshake failed",
+            extra={
+                "layer": LAYER,
+                "reason": str(reason),
+                "client": peer_ip(self.raw.get_extra_info("peername")),
+            },
+        )
+        self.raw.abort()
+
+    def _handshake_expired(self) -> None:
+        self._timer = None
+        log.info(
+            "TLS handshake timed out",
+            extra={
+                "layer": LAYER,
+                "reason": "handshake_timeout",
+                "client": peer_ip(self.raw.get_extra_info("peername")),
+            },
+        )
+        self.raw.abort()
+
+    # -- records --
+
+    def deliver(self) -> None:
+        """Decrypt what has arrived and hand it to the protocol, until paused or empty."""
+        sslobj = self.sslobj
+        incoming = self.incoming
+        while not self.paused and self.app is not None:
+            try:
+                chunk = sslobj.read(_READ_SIZE)
+            except _WANT:
+                # A partial record, or a post-handshake message that OpenSSL must reply to.
+                if self.outgoing.pending:
+                    self._flush()
+                return
+            except (ssl.SSLError, OSError) as exc:
+                self.fail(exc)
+                return
+            if not chunk:
+                # _ssl returns no bytes, not SSLZeroReturnError, for the peer's close_notify.
+                self._peer_closed()
+                return
+            self.app.data_received(chunk)  # type: ignore[attr-defined]
+            if not incoming.pending and not sslobj.pending():
+                if (
+                    self.outgoing.pending
+                ):  # a reply to a post-handshake message, such as a key update
+                    self._flush()
+                return
+
+    def _peer_closed(self) -> None:
+        """The peer sent close_notify: no more data will come."""
+        if self.app is not None and not self._done:
+            self._done = True
+            keep_open = self.app.eof_received()  # type: ignore[attr-defined]
+            if keep_open:
+                return
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Send close_notify and close the raw connection once its buffer is written."""
+        # The peer's close_notify is not awaited, so shutdown() ends in WantRead.
+        with contextlib.suppress(ssl.SSLError, OSError):
+            self.sslobj.shutdown()
+        self._flush()
+        self.raw.close()
+
+    def fail(self, exc: BaseException) -> None:
+        """End the connection after a TLS error on a record."""
+        log.info(
+            "TLS connection failed",
+            extra={
+                "layer": LAYER,
+                "reason": str(getattr(exc, "reason", None) or type(exc).__name__),
+                "client": peer_ip(self.raw.get_extra_info("peername")),
+            },
+        )
+        self.raw.abort()
+
+    def _flush(self) -> None:
+        if self.outgoing.pending:
+            self.raw.write(self.outgoing.read())

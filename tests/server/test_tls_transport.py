@@ -1,0 +1,276 @@
+"""TLS over an in-memory raw transport: handshake, records, pausing, close and refusals."""
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ringwall.server.tls_transport import TlsServerProtocol, TlsTransport
+from tests.support.tls import make_tls_files
+
+
+class RawTransport(asyncio.Transport):
+    """The accepted TCP connection, keeping what the server writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self.aborted = False
+        self.reading = True
+
+    def write(self, data: Any) -> None:
+        self.written += data
+
+    def take(self) -> bytes:
+        data = bytes(self.written)
+        self.written.clear()
+        return data
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.7", 40000) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class App(asyncio.Protocol):
+    """The HTTP side: records what it receives, and can pause after each read."""
+
+    def __init__(self, pause_after_read: bool = False) -> None:
+        self.transport: TlsTransport | None = None
+        self.received: list[bytes] = []
+        self.eof = False
+        self.lost = False
+        self.pause_after_read = pause_after_read
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, TlsTransport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received.append(data)
+        if self.pause_after_read:
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    return make_tls_files(tmp_path_factory.mktemp("tls-transport"))
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+class Pair:
+    """A client SSLObject talking to a TlsServerProtocol through RawTransport."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        files: tuple[Path, Path, Path],
+        app: App,
+        client_context: ssl.SSLContext | None = None,
+        drop_reason: str | None = None,
+    ) -> None:
+        ca, cert, key = files
+        server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_context.load_cert_chain(cert, key)
+        if client_context is None:
+            client_context = ssl.create_default_context(cafile=str(ca))
+        self.loop = loop
+        self.app = app
+        self.raw = RawTransport()
+        self.server = TlsServerProtocol(
+            loop, server_context, 5.0, lambda: app, lambda _client: drop_reason
+        )
+        self.server.connection_made(self.raw)
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.client = client_context.wrap_bio(
+            self.incoming, self.outgoing, server_hostname="127.0.0.1"
+        )
+
+    def pump(self) -> None:
+        """Move bytes both ways until neither side has more to send."""
+        for _ in range(10):
+            data = self.outgoing.read()
+            if data:
+                self.server.data_received(data)
+            answer = self.raw.take()
+            if answer:
+                self.incoming.write(answer)
+            if not data and not answer:
+                return
+
+    def handshake(self) -> None:
+        for _ in range(10):
+            try:
+                self.client.do_handshake()
+                self.pump()
+                return
+            except ssl.SSLWantReadError:
+                self.pump()
+        raise AssertionError("the handshake did not finish")
+
+    def client_read(self) -> bytes:
+        chunks = []
+        while True:
+            try:
+                chunks.append(self.client.read(65536))
+            except ssl.SSLWantReadError:
+                return b"".join(chunks)
+
+
+def test_transport_relays_records(
+    loop: asyncio.AbstractEventLoop, files: tuple[Path, Path, Path]
+) -> None:
+    pair = Pair(loop, files, App())
+    pair.handshake()
+    assert pair.app.transport is not None
+    assert pair.app.transport.get_extra_info("ssl_object").version() == "TLSv1.3"
+    assert pair.app.transport.get_extra_info("peername") == ("127.0.0.7", 40000)
+    pair.client.write(b"GET / HTTP/1.1\r\n\r\n")
+    pair.pump()
+    assert b"".join(pair.app.received) == b"GET / HTTP/1.1\r\n\r\n"
+    pair.app.transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    pair.pump()
+    assert pair.client_read() == b"HTTP/1.1 200 OK\r\n\r\n"
+
+
+def test_paused_records_delivered_on_resume(
+    loop: asyncio.AbstractEventLoop, files: tuple[Path, Path, Path]
+) -> None:
+    pair = Pair(loop, files, App(pause_after_read=True))
+    pair.handshake()
+    for index in range(3):
+        pair.client.write(b"request %d;" % index)
+    pair.server.data_received(pair.outgoing.read())  # three records in one read
+    assert pair.app.received == [b"request 0;"]
+    assert not pair.raw.reading
+    transport = pair.app.transport
+    assert transport is not None
+    for expected in (b"request 1;", b"request 2;"):
+        transport.resume_reading()
+        loop.run_until_complete(asyncio.sleep(0))
+        assert pair.app.received[-1] == expected
+    assert pair.raw.reading is False  # paused again by the app after the last one
+
+
+def test_close_sends_close_notify(
+    loop: asyncio.AbstractEventLoop, files: tuple[Path, Path, Path]
+) -> None:
+    pair = Pair(loop, files, App())
+    pair.handshake()
+    transport = pair.app.transport
+    assert transport is not None
+    transport.write(b"last response")
+    transport.close()
+    assert transport.is_closing()
+    transport.write(b"after close")  # dropped
+    pair.incoming.write(pair.raw.take())
+    assert pair.client.read(100) == b"last response"
+    assert pair.client.read(100) == b""  # close_notify
+    assert pair.raw.closed
+
+
+def test_client_close_notify_is_eof(
+    loop: asyncio.AbstractEventLoop, files: tuple[Path, Path, Path]
+) -> None:
+    pair = Pair(loop, files, App())
+    pair.handshake()
+    with pytest.raises(ssl.SSLWantReadError):
+        pair.client.unwrap()
+    pair.server.data_received(pair.outgoing.read())
+    assert pair.app.eof
+    assert pair.raw.closed
+    pair.server.connection_lost(None)
+    assert pair.app.lost
+
+
+def test_handshake_failure_logged(
+    loop: asyncio.AbstractEventLoop,
+    files: tuple[Path, Path, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client_context = ssl.create_default_context(cafile=str(files[0]))
+    client_context.maximum_version = ssl.TLSVersion.TLSv1_2
+    client_context.set_ciphers("ECDHE-ECDSA-AES128-SHA")  # CBC only
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(files[1], files[2])
+    server_context.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+    app = App()
+    pair = Pair(loop, files, app, client_context)
+    pair.server = TlsServerProtocol(loop, server_context, 5.0, lambda: app)
+    pair.server.connection_made(pair.raw)
+    with caplog.at_level(logging.INFO, logger="ringwall.tls"), pytest.raises(ssl.SSLError):
+        pair.handshake()
+    assert pair.raw.aborted
+    assert app.transport is None
+    record = next(r for r in caplog.records if r.getMessage() == "TLS handshake failed")
+    assert record.layer == "tls"  # type: ignore[attr-defined]
+    assert record.reason == "NO_SHARED_CIPHER"  # type: ignore[attr-defined]
+    assert record.client == "127.0.0.7"  # type: ignore[attr-defined]
+
+
+def test_handshake_timeout_aborts(
+    loop: asyncio.AbstractEventLoop,
+    files: tuple[Path, Path, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _ca, cert, key = files
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    raw = RawTransport()
+    server = TlsServerProtocol(loop, server_context, 0.01, App)
+    server.connection_made(raw)
+    with caplog.at_level(logging.INFO, logger="ringwall.tls"):
+        loop.run_until_complete(asyncio.sleep(0.05))
+    assert raw.aborted
+    assert any(r.getMessage() == "TLS handshake timed out" for r in caplog.records)
+
+
+def test_banned_client_dropped_before_handshake(
+    loop: asyncio.AbstractEventLoop,
+    files: tuple[Path, Path, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="ringwall.tls"):
+        pair = Pair(loop, files, App(), drop_reason="the client address is banned")
+    assert pair.raw.aborted
+    record = next(
+        r for r in caplog.records if r.getMessage() == "connection refused before the TLS handshake"
+    )
+    assert record.layer == "bans"  # type: ignore[attr-defined]
+    assert pair.raw.take() == b""
