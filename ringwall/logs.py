@@ -28,6 +28,9 @@ _METHOD_JSON = {
     name: f'"{name}"'
     for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
 }
+# `Exchange.version` as the access log writes it. Other values come from a
+# request line the parser refused, and are escaped.
+_PROTOCOL_JSON = {"1.1": '"HTTP/1.1"', "1.0": '"HTTP/1.0"', "2": '"HTTP/2"'}
 
 # Writes to a pipe of at most PIPE_BUF bytes (4096 on Linux) are atomic, so
 # lines from several workers sharing stdout never interleave mid-line.
@@ -133,10 +136,11 @@ class AccessLog:
         # the ipaddress module. A method is escaped unless it is a known one,
         # because a request the parser refused is described from its raw bytes.
         method = exchange.method
+        tls = exchange.tls
         self._lines.append(
             '{"time":"%s.%03dZ","request_id":"%s","client_ip":"%s","method":%s,'  # noqa: UP031
             '"path":%s,"route":%s,"status":%d,"bytes_in":%d,"bytes_out":%d,'
-            '"duration_ms":%.3f,"upstream":%s,"layer":%s,"reason":%s}\n'
+            '"duration_ms":%.3f,"upstream":%s,"layer":%s,"reason":%s,"protocol":%s,"tls":%s}\n'
             % (
                 self._second_text,
                 int(wall * 1000) % 1000,
@@ -152,6 +156,8 @@ class AccessLog:
                 _quote(exchange.upstream_address) if exchange.upstream_address else "null",
                 _quote(exchange.layer) if exchange.layer else "null",
                 _quote(exchange.reason) if exchange.reason else "null",
+                _PROTOCOL_JSON.get(exchange.version) or _quote("HTTP/" + exchange.version),
+                _quote(tls.protocol) if tls is not None else "null",
             )
         )
         if len(self._lines) >= self.FLUSH_LINES:

@@ -189,7 +189,8 @@ def test_access_log_lines(tmp_path: Path) -> None:
     assert record["route"] is None
     assert record["reason"] == 'bad "value"'
     assert record["status"] == 400
-
+    assert record["protocol"] == "HTTP/1.1"
+    assert record["tls"] is None
 
 
 def test_access_log_escapes_raw_method(tmp_path: Path) -> None:
@@ -207,6 +208,7 @@ def test_access_log_escapes_raw_method(tmp_path: Path) -> None:
         exchange = Exchange(no_runtime, "127.0.0.1", 0.0, 1_700_000_000.25)
         # A request the parser refused is described from its raw bytes, latin-1 decoded.
         exchange.method = 'G\x8c"T'
+        exchange.version = '9\x8c"'
         exchange.status = 400
         log.record(exchange)
         log.close()
@@ -214,3 +216,33 @@ def test_access_log_escapes_raw_method(tmp_path: Path) -> None:
         loop.close()
     record = json.loads(path.read_text(encoding="ascii"))
     assert record["method"] == 'G\x8c"T'
+    assert record["protocol"] == 'HTTP/9\x8c"'
+
+
+def test_access_log_https_fields(tmp_path: Path) -> None:
+    import asyncio
+
+    from ringwall.config.model import LogConfig
+    from ringwall.exchange import Exchange
+    from ringwall.logs import AccessLog
+    from ringwall.tls.handshake import HandshakeInfo
+
+    path = tmp_path / "access.log"
+    loop = asyncio.new_event_loop()
+    try:
+        log = AccessLog(loop, LogConfig(access={"destination": str(path)}))
+        no_runtime: Any = None
+        exchange = Exchange(no_runtime, "127.0.0.1", 0.0, 1_700_000_000.25)
+        exchange.method = "GET"
+        exchange.version = "2"
+        exchange.status = 200
+        exchange.tls = HandshakeInfo(
+            "api.example.test", -1, "TLSv1.3", "TLS_AES_128_GCM_SHA256", "h2", False
+        )
+        log.record(exchange)
+        log.close()
+    finally:
+        loop.close()
+    record = json.loads(path.read_text(encoding="ascii"))
+    assert record["protocol"] == "HTTP/2"
+    assert record["tls"] == "TLSv1.3"
