@@ -1,8 +1,6 @@
-"""Tests for ringwall.logs.JsonFormatter, the error log format.
+"""Tests for ringwall.logs: JsonFormatter, the error log format, and AccessLog lines."""
 
-AccessLog is not covered here.
-"""
-
+import asyncio
 import io
 import json
 import logging
@@ -14,7 +12,10 @@ from typing import Any
 
 import pytest
 
-from ringwall.logs import JsonFormatter
+from ringwall.config.model import LogConfig
+from ringwall.exchange import Exchange
+from ringwall.logs import AccessLog, JsonFormatter
+from ringwall.tls.handshake import HandshakeInfo
 
 
 def make_record(
@@ -160,30 +161,35 @@ def test_exception_capped() -> None:
     assert document["exception"].endswith("y" * 100)
 
 
-def test_access_log_lines(tmp_path: Path) -> None:
-    import asyncio
-
-    from ringwall.config.model import LogConfig
-    from ringwall.exchange import Exchange
-    from ringwall.logs import AccessLog
-
+def access_line(tmp_path: Path, **fields: object) -> dict[str, Any]:
+    """Record one exchange with `fields` set in an access log file, and return the parsed line."""
     path = tmp_path / "access.log"
     loop = asyncio.new_event_loop()
     try:
         log = AccessLog(loop, LogConfig(access={"destination": str(path)}))
         no_runtime: Any = None
         exchange = Exchange(no_runtime, "127.0.0.1", 0.0, 1_700_000_000.25)
-        exchange.request_id = "abc-1"
-        exchange.method = "GET"
-        exchange.target = b'/a"b\x01?q=1'
-        exchange.status = 400
-        exchange.layer = "protocol"
-        exchange.reason = 'bad "value"'
+        for name, value in fields.items():
+            setattr(exchange, name, value)
         log.record(exchange)
         log.close()
     finally:
         loop.close()
-    record = json.loads(path.read_text())
+    record: dict[str, Any] = json.loads(path.read_text(encoding="ascii"))
+    return record
+
+
+def test_access_log_lines(tmp_path: Path) -> None:
+    record = access_line(
+        tmp_path,
+        request_id="abc-1",
+        method="GET",
+        target=b'/a"b\x01?q=1',
+        status=400,
+        layer="protocol",
+        reason='bad "value"',
+    )
+
     assert record["time"] == "2023-11-14T22:13:20.250Z"
     assert record["path"] == '/a"b\\x01'
     assert record["route"] is None
@@ -194,55 +200,18 @@ def test_access_log_lines(tmp_path: Path) -> None:
 
 
 def test_access_log_escapes_raw_method(tmp_path: Path) -> None:
-    import asyncio
+    # A request the parser refused is described from its raw bytes, latin-1 decoded.
+    record = access_line(tmp_path, method='G\x8c"T', version='9\x8c"', status=400)
 
-    from ringwall.config.model import LogConfig
-    from ringwall.exchange import Exchange
-    from ringwall.logs import AccessLog
-
-    path = tmp_path / "access.log"
-    loop = asyncio.new_event_loop()
-    try:
-        log = AccessLog(loop, LogConfig(access={"destination": str(path)}))
-        no_runtime: Any = None
-        exchange = Exchange(no_runtime, "127.0.0.1", 0.0, 1_700_000_000.25)
-        # A request the parser refused is described from its raw bytes, latin-1 decoded.
-        exchange.method = 'G\x8c"T'
-        exchange.version = '9\x8c"'
-        exchange.status = 400
-        log.record(exchange)
-        log.close()
-    finally:
-        loop.close()
-    record = json.loads(path.read_text(encoding="ascii"))
     assert record["method"] == 'G\x8c"T'
     assert record["protocol"] == 'HTTP/9\x8c"'
 
 
 def test_access_log_https_fields(tmp_path: Path) -> None:
-    import asyncio
+    handshake = HandshakeInfo(
+        "api.example.test", -1, "TLSv1.3", "TLS_AES_128_GCM_SHA256", "h2", False
+    )
+    record = access_line(tmp_path, method="GET", version="2", status=200, tls=handshake)
 
-    from ringwall.config.model import LogConfig
-    from ringwall.exchange import Exchange
-    from ringwall.logs import AccessLog
-    from ringwall.tls.handshake import HandshakeInfo
-
-    path = tmp_path / "access.log"
-    loop = asyncio.new_event_loop()
-    try:
-        log = AccessLog(loop, LogConfig(access={"destination": str(path)}))
-        no_runtime: Any = None
-        exchange = Exchange(no_runtime, "127.0.0.1", 0.0, 1_700_000_000.25)
-        exchange.method = "GET"
-        exchange.version = "2"
-        exchange.status = 200
-        exchange.tls = HandshakeInfo(
-            "api.example.test", -1, "TLSv1.3", "TLS_AES_128_GCM_SHA256", "h2", False
-        )
-        log.record(exchange)
-        log.close()
-    finally:
-        loop.close()
-    record = json.loads(path.read_text(encoding="ascii"))
     assert record["protocol"] == "HTTP/2"
     assert record["tls"] == "TLSv1.3"
