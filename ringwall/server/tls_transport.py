@@ -278,9 +278,8 @@ class TlsServerProtocol(asyncio.Protocol):
                 return
             self.app.data_received(chunk)  # type: ignore[attr-defined]
             if not incoming.pending and not sslobj.pending():
-                if (
-                    self.outgoing.pending
-                ):  # a reply to a post-handshake message, such as a key update
+                # Reading may have made a reply, such as to a key update.
+                if self.outgoing.pending:
                     self._flush()
                 return
 
