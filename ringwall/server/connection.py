@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from ringwall.edge.connections import ConnectionLimits
 from ringwall.errors import (
     BadRequest,
     HeaderFieldsTooLarge,
@@ -39,6 +38,7 @@ from ringwall.http.headers import RequestHeaders
 from ringwall.http.problem import problem_response, reason_phrase
 from ringwall.http.target import split_target
 from ringwall.runtime import valid_request_id
+from ringwall.server.admission import Admission, connection_admission
 from ringwall.server.body import RequestBody
 from ringwall.server.dispatch import BAN_RECHECK, LAYER, ExchangeDriver, ExpectationFailed
 from ringwall.server.dispatch import peer_ip as _peer_ip
@@ -92,8 +92,8 @@ class ClientConnection(ExchangeDriver, asyncio.Protocol):
         self._limits = worker.runtime.limits
         self._headers: list[tuple[bytes, bytes]] = []
         self._upgrade_leftover = b""
-        # What counted this connection at accept, to count it closed again.
-        self._counted: tuple[ConnectionLimits, bytes] | None = None
+        # The admission that counted this connection, to count it closed again.
+        self._admission: Admission | None = None
         # Loop time after which a keep-alive client's ban is looked up again.
         self._ban_recheck = 0.0
         # The TLS handshake of an HTTPS connection, given to each of its exchanges.
@@ -120,23 +120,12 @@ class ClientConnection(ExchangeDriver, asyncio.Protocol):
         self.worker.connections.add(self)
         # A new connection gets the head deadline for its first request.
         self.idle_deadline = self.loop.time() + self.worker.runtime.timeouts.head
-        runtime = self.worker.runtime
-        if runtime.client_addresses.is_trusted(self.peer_ip):
-            # A trusted proxy carries many clients: each is checked per request.
-            return
-        if runtime.bans is not None:
-            refusal = runtime.bans.check(self.peer_ip)
-            if refusal is not None:
-                self._refuse_connection(refusal)
-                return
+        admission = connection_admission(transport, self.worker.runtime, self.peer_ip)
+        self._admission = admission
+        if admission.rejection is not None:
+            self._refuse_connection(admission.rejection)
+        elif not admission.trusted:
             self._ban_recheck = self.loop.time() + BAN_RECHECK
-        limits = runtime.connection_limits
-        if limits is not None:
-            key, rejection = limits.admit(self.peer_ip)
-            if key:
-                self._counted = (limits, key)
-            if rejection is not None:
-                self._refuse_connection(rejection)
 
     def _refuse_connection(self, rejection: Rejection) -> None:
         """Send `rejection` before reading anything, and close the connection."""
@@ -160,10 +149,8 @@ class ClientConnection(ExchangeDriver, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.worker.connections.discard(self)
-        if self._counted is not None:
-            limits, key = self._counted
-            self._counted = None
-            limits.release(key)
+        if self._admission is not None:
+            self._admission.release()
         if self.tunnel is not None:
             self.tunnel.close()
             self.tunnel = None

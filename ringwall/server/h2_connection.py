@@ -38,7 +38,6 @@ import h2.exceptions
 from hyperframe.frame import GoAwayFrame
 
 from ringwall.config.tls import Http2Config
-from ringwall.edge.connections import ConnectionLimits
 from ringwall.errors import (
     BadRequest,
     LocalResponse,
@@ -50,6 +49,7 @@ from ringwall.exchange import Exchange
 from ringwall.http.h2_request import request_method, request_target, split_fields
 from ringwall.http.problem import problem_body, problem_fields
 from ringwall.http.target import split_target
+from ringwall.server.admission import Admission, connection_admission
 from ringwall.server.body import HIGH_WATER, RequestBody
 from ringwall.server.dispatch import (
     BAN_RECHECK,
@@ -131,7 +131,7 @@ class H2Connection(asyncio.Protocol):
         self.refusal: Rejection | None = None
         # Streams whose layers wait for the end of this read (see `_Stream.defers_start`).
         self._deferred: list[_Stream] = []
-        self._counted: tuple[ConnectionLimits, bytes] | None = None
+        self._admission: Admission | None = None
         self._ban_recheck = 0.0
         self._resets = 0
         self._reset_window_end = 0.0
@@ -149,30 +149,18 @@ class H2Connection(asyncio.Protocol):
         # Give the connection window the size of a stream window (RFC 9113 section 6.9.2).
         self.h2.increment_flow_control_window(self.settings.initial_window_size - _DEFAULT_WINDOW)
         self.flush()
-        if not runtime.client_addresses.is_trusted(self.peer_ip):
-            self._admit()
-
-    def _admit(self) -> None:
-        """Check bans and connection limits; a refused client gets the rejection on each stream."""
-        runtime = self.worker.runtime
-        if runtime.bans is not None:
-            self.refusal = runtime.bans.check(self.peer_ip)
-            if self.refusal is not None:
-                return
+        admission = connection_admission(transport, runtime, self.peer_ip)
+        self._admission = admission
+        # A refused client gets the rejection on each stream.
+        self.refusal = admission.rejection
+        if admission.rejection is None and not admission.trusted:
             self._ban_recheck = self.loop.time() + BAN_RECHECK
-        limits = runtime.connection_limits
-        if limits is not None:
-            key, self.refusal = limits.admit(self.peer_ip)
-            if key:
-                self._counted = (limits, key)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self.worker.connections.discard(self)
-        if self._counted is not None:
-            limits, key = self._counted
-            self._counted = None
-            limits.release(key)
+        if self._admission is not None:
+            self._admission.release()
         for stream in list(self.streams.values()):
             stream.client_gone(ConnectionResetError("the client closed the connection"))
         self.streams.clear()

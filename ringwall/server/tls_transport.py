@@ -14,8 +14,8 @@ the BIO nor OpenSSL contains more bytes, and the calls go straight to the
 `_ssl` object. docs/benchmarks.md measures the difference.
 
 Owning the raw connection also lets the worker act before the handshake:
-a banned address is dropped before it costs a key exchange, and a failed
-handshake is logged with its reason.
+a connection counts against the connection limits from accept, and a
+failed or timed-out handshake is logged with its reason.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any, cast
 
+from ringwall.server.admission import ADMISSION_INFO, Admission
 from ringwall.server.dispatch import peer_ip
 
 log = logging.getLogger("ringwall.tls")
@@ -68,6 +69,8 @@ class TlsTransport(asyncio.Transport):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "ssl_object":
             return self._tls.ssl_object
+        if name == ADMISSION_INFO:
+            return self._tls.admission
         if name == "sslcontext":
             return self._tls.ssl_object.context
         if name == "peercert":
@@ -138,10 +141,13 @@ class TlsServerProtocol(asyncio.Protocol):
         context: ssl.SSLContext,
         handshake_timeout: float,
         protocol_factory: Callable[[], asyncio.Protocol],
-        drop_reason: Callable[[str], str | None] = lambda _client: None,
+        admit: Callable[[str], Admission | None] = lambda _client: None,
     ) -> None:
         self.loop = loop
-        self._drop_reason = drop_reason
+        self._admit = admit
+        # Bans and connection limits, checked at accept so that a connection
+        # counts while it handshakes. A rejection is sent after the handshake.
+        self.admission: Admission | None = None
         self._context = context
         self._handshake_timeout = handshake_timeout
         self._protocol_factory = protocol_factory
@@ -161,16 +167,7 @@ class TlsServerProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.raw = cast(asyncio.Transport, transport)
-        client = peer_ip(transport.get_extra_info("peername"))
-        reason = self._drop_reason(client)
-        if reason is not None:
-            # Dropped before the key exchange, which would cost more CPU than the whole refusal.
-            log.info(
-                "connection refused before the TLS handshake",
-                extra={"layer": "bans", "reason": reason, "client": client},
-            )
-            self.raw.abort()
-            return
+        self.admission = self._admit(peer_ip(transport.get_extra_info("peername")))
         self._timer = self.loop.call_later(self._handshake_timeout, self._handshake_expired)
 
     def data_received(self, data: bytes) -> None:
@@ -192,6 +189,8 @@ class TlsServerProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.admission is not None:
+            self.admission.release()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

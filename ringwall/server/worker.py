@@ -14,6 +14,7 @@ from ringwall.config.model import Config
 from ringwall.logs import AccessLog, configure_error_log
 from ringwall.runtime import RequestIds, Runtime
 from ringwall.server.admin import AdminConnection
+from ringwall.server.admission import admit
 from ringwall.server.connection import ClientConnection
 from ringwall.server.dispatch import ServedConnection
 from ringwall.server.redirect import RedirectConnection
@@ -86,8 +87,6 @@ class Worker:
                 lambda: ClientConnection(self), sock=sock, backlog=1024
             )
         if tls_sock is not None and self.tls is not None and tls_config is not None:
-            # NOTE: per-IP connection limits count an HTTPS connection from the
-            # end of its handshake; until then only handshake_timeout bounds it.
             context = self.tls.context
             timeout = tls_config.handshake_timeout
             self.tls_server = await self.loop.create_server(
@@ -96,7 +95,7 @@ class Worker:
                     context,
                     timeout,
                     lambda: ClientConnection(self),
-                    self._tls_drop_reason,
+                    lambda client: admit(self.runtime, client),
                 ),
                 sock=tls_sock,
                 backlog=1024,
@@ -106,14 +105,6 @@ class Worker:
                 lambda: AdminConnection(self), sock=admin_sock, backlog=64
             )
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
-
-    def _tls_drop_reason(self, client: str) -> str | None:
-        """Return why a new HTTPS connection from `client` is dropped unanswered, or None."""
-        runtime = self.runtime
-        if runtime.bans is None or runtime.client_addresses.is_trusted(client):
-            return None
-        refusal = runtime.bans.check(client)
-        return refusal.reason if refusal is not None else None
 
     def reload(self, config: Config) -> None:
         """Swap in a new configuration; requests in flight finish on the old one."""
