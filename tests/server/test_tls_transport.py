@@ -1,14 +1,15 @@
-"""TLS over an in-memory raw transport: handshake, records, pausing, close and refusals."""
+"""TLS over an in-memory raw transport: admission, handshake, records, pausing and close."""
 
 import asyncio
 import logging
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ringwall.server.admission import ADMISSION_INFO, Admission
 from ringwall.server.tls_transport import TlsServerProtocol, TlsTransport
 from tests.support.tls import make_tls_files
 
@@ -102,7 +103,7 @@ class Pair:
         files: tuple[Path, Path, Path],
         app: App,
         client_context: ssl.SSLContext | None = None,
-        drop_reason: str | None = None,
+        admit: Callable[[str], Admission | None] = lambda _client: None,
     ) -> None:
         ca, cert, key = files
         server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -112,9 +113,7 @@ class Pair:
         self.loop = loop
         self.app = app
         self.raw = RawTransport()
-        self.server = TlsServerProtocol(
-            loop, server_context, 5.0, lambda: app, lambda _client: drop_reason
-        )
+        self.server = TlsServerProtocol(loop, server_context, 5.0, lambda: app, admit)
         self.server.connection_made(self.raw)
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
@@ -261,16 +260,25 @@ def test_handshake_timeout_aborts(
     assert any(r.getMessage() == "TLS handshake timed out" for r in caplog.records)
 
 
-def test_banned_client_dropped_before_handshake(
-    loop: asyncio.AbstractEventLoop,
-    files: tuple[Path, Path, Path],
-    caplog: pytest.LogCaptureFixture,
+def test_admission_made_at_accept(
+    loop: asyncio.AbstractEventLoop, files: tuple[Path, Path, Path]
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="ringwall.tls"):
-        pair = Pair(loop, files, App(), drop_reason="the client address is banned")
-    assert pair.raw.aborted
-    record = next(
-        r for r in caplog.records if r.getMessage() == "connection refused before the TLS handshake"
-    )
-    assert record.layer == "bans"  # type: ignore[attr-defined]
-    assert pair.raw.take() == b""
+    admitted: list[str] = []
+    released: list[str] = []
+
+    class Counted(Admission):
+        def release(self) -> None:
+            released.append("released")
+
+    def admit(client: str) -> Admission:
+        admitted.append(client)
+        return Counted()
+
+    pair = Pair(loop, files, App(), admit=admit)
+    assert admitted == ["127.0.0.7"]  # before any handshake byte
+    pair.handshake()
+    transport = pair.app.transport
+    assert transport is not None
+    assert transport.get_extra_info(ADMISSION_INFO) is pair.server.admission
+    pair.server.connection_lost(None)
+    assert released == ["released"]
