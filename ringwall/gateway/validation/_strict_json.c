@@ -1,5 +1,7 @@
 /*
  * Strict JSON parsing in C: one pass over the body that builds the document.
+ * `check`, further below, makes the same pass against a JSON Schema without
+ * building the document.
  *
  * `parse_strict_json` in json_body.py is the reference. `parse` accepts
  * exactly the bodies that the reference accepts and returns an equal
@@ -28,6 +30,7 @@
 #include <Python.h>
 #include <float.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -487,52 +490,63 @@ convert_short_float(const unsigned char *digits, const unsigned char *digits_end
 #endif
 }
 
-/* Convert a float literal as Python's float() does; reject one that overflows. */
-static PyObject *
-convert_float(const unsigned char *start, Py_ssize_t length)
+/*
+ * Convert a float literal as Python's float() does into `value`. Returns 1,
+ * 0 to reject a literal that overflows, or -1 with an exception set.
+ */
+static int
+convert_float(const unsigned char *start, Py_ssize_t length, double *value)
 {
     char stack_buffer[FLOAT_BUFFER];
     char *buffer = stack_buffer;
     char *stop;
-    double value;
 
     if (length >= FLOAT_BUFFER) {
         buffer = PyMem_Malloc((size_t)length + 1);
         if (buffer == NULL) {
-            return PyErr_NoMemory();
+            PyErr_NoMemory();
+            return -1;
         }
     }
     memcpy(buffer, start, (size_t)length);
     buffer[length] = '\0';
     /* With no overflow exception, an overflow returns an infinity. */
-    value = PyOS_string_to_double(buffer, &stop, NULL);
+    *value = PyOS_string_to_double(buffer, &stop, NULL);
     if (buffer != stack_buffer) {
         PyMem_Free(buffer);
     }
-    if (value == -1.0 && PyErr_Occurred()) {
+    if (*value == -1.0 && PyErr_Occurred()) {
         if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
-            return NULL;
+            return -1;
         }
         /* A literal that float() cannot read: the Python parser decides. */
         PyErr_Clear();
-        return NULL;
+        return 0;
     }
-    if (!isfinite(value)) {
-        return NULL;
-    }
-    return PyFloat_FromDouble(value);
+    return isfinite(*value) ? 1 : 0;
 }
 
-static PyObject *
-parse_number(Parser *parser, const unsigned char **position)
+/* A number literal: an int64 for one without fraction or exponent, else a double. */
+typedef struct {
+    int is_integer;
+    int64_t integer;
+    double real;
+} Number;
+
+/*
+ * Read the number literal at the position into `number` and move the
+ * position past it. Returns 1, 0 to reject the body, or -1 with an
+ * exception set.
+ */
+static int
+read_number(const unsigned char **position, const unsigned char *end, Number *number)
 {
-    const unsigned char *start = *position, *p = start, *end = parser->end;
+    const unsigned char *start = *position, *p = start;
     const unsigned char *digits, *digits_end;
     const unsigned char *fraction = NULL, *fraction_end = NULL;
     const unsigned char *exponent = NULL, *exponent_end = NULL;
     int negative = 0, is_float = 0, exponent_negative = 0;
     uint64_t magnitude = 0;
-    double value;
 
     /* 1. The grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)? */
     if (*p == '-') {
@@ -549,13 +563,13 @@ parse_number(Parser *parser, const unsigned char **position)
         }
     }
     else {
-        return NULL;
+        return 0;
     }
     digits_end = p;
     if (p < end && *p == '.') {
         p++;
         if (p >= end || !is_digit(*p)) {
-            return NULL;
+            return 0;
         }
         fraction = p;
         while (p < end && is_digit(*p)) {
@@ -571,7 +585,7 @@ parse_number(Parser *parser, const unsigned char **position)
             p++;
         }
         if (p >= end || !is_digit(*p)) {
-            return NULL;
+            return 0;
         }
         exponent = p;
         while (p < end && is_digit(*p)) {
@@ -582,34 +596,51 @@ parse_number(Parser *parser, const unsigned char **position)
     }
     *position = p;
     if (is_float) {
+        number->is_integer = 0;
         if (convert_short_float(digits, digits_end, fraction, fraction_end, exponent,
-                                exponent_end, exponent_negative, negative, &value)) {
-            return PyFloat_FromDouble(value);
+                                exponent_end, exponent_negative, negative, &number->real)) {
+            return 1;
         }
-        return convert_float(start, p - start);
+        return convert_float(start, p - start, &number->real);
     }
 
     /* 2. An integer in the signed 64-bit range. 19 digits cannot overflow
      * uint64_t, and without leading zeros more digits are out of range. */
     if (digits_end - digits > 19) {
-        return NULL;
+        return 0;
     }
     for (const unsigned char *digit = digits; digit < digits_end; digit++) {
         magnitude = magnitude * 10 + (uint64_t)(*digit - '0');
     }
     if (negative) {
         if (magnitude > (uint64_t)INT64_MAX + 1) {
-            return NULL;
+            return 0;
         }
-        if (magnitude == (uint64_t)INT64_MAX + 1) {
-            return PyLong_FromLongLong(INT64_MIN);
-        }
-        return PyLong_FromLongLong(-(long long)magnitude);
+        number->integer =
+            magnitude == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)magnitude;
     }
-    if (magnitude > (uint64_t)INT64_MAX) {
+    else {
+        if (magnitude > (uint64_t)INT64_MAX) {
+            return 0;
+        }
+        number->integer = (int64_t)magnitude;
+    }
+    number->is_integer = 1;
+    return 1;
+}
+
+static PyObject *
+parse_number(Parser *parser, const unsigned char **position)
+{
+    Number number;
+
+    if (read_number(position, parser->end, &number) != 1) {
         return NULL;
     }
-    return PyLong_FromLongLong((long long)magnitude);
+    if (number.is_integer) {
+        return PyLong_FromLongLong(number.integer);
+    }
+    return PyFloat_FromDouble(number.real);
 }
 
 /* Enter one more nesting level. Returns 0 to reject the body. */
@@ -840,6 +871,1242 @@ parse_document(const unsigned char *data, Py_ssize_t size, int max_depth,
     return document;
 }
 
+/*
+ * Checking a body against a schema without building the document.
+ *
+ * `compile_schema` turns a JSON Schema that uses only the keywords below
+ * into a tree of SchemaNode, and `check` walks the body once against it.
+ * `check` returns True only when `parse` would accept the body and
+ * jsonschema-rs would find the document valid. Anything else, including
+ * every case it cannot decide exactly, returns False, and the caller runs
+ * the parser and jsonschema-rs, which name the problem. So a False costs
+ * time only, but a wrong True would let through a body that the gateway
+ * must reject.
+ *
+ * The rules of `parse` above apply unchanged, with two shortcuts that
+ * return False where `parse` might accept: an object key with an escape,
+ * and more than UNLISTED_KEYS_MAX keys in one object that its schema does
+ * not list in `properties`.
+ *
+ * `pattern` and `format` are not implemented here. For each one, the
+ * schema compiles a jsonschema-rs validator of the one keyword, built by
+ * the caller's factory with the options of the full validator, and `check`
+ * calls its is_valid with the string. Apart from its result, that str is
+ * the only Python object that `check` creates.
+ */
+
+/* The properties and required names of one schema each take a bit of a uint64_t. */
+#define MAX_PROPERTIES 64
+/* Keys of one object outside `properties`, compared pairwise to find duplicates. */
+#define UNLISTED_KEYS_MAX 16
+
+/* The JSON types as bits. jsonschema-rs counts 1.0 as an integer, but
+ * `check` decides integers on the literal, so a literal with a fraction or
+ * exponent only ever satisfies "number". */
+enum {
+    JSON_NULL = 1 << 0,
+    JSON_BOOLEAN = 1 << 1,
+    JSON_OBJECT = 1 << 2,
+    JSON_ARRAY = 1 << 3,
+    JSON_STRING = 1 << 4,
+    JSON_INTEGER = 1 << 5,    /* a number literal without fraction or exponent */
+    JSON_FRACTIONAL = 1 << 6, /* a number literal with a fraction or an exponent */
+    JSON_ANY = (1 << 7) - 1,
+};
+
+/* The literals that an enum or const allows. */
+enum {
+    ALLOWS_NULL = 1 << 0,
+    ALLOWS_TRUE = 1 << 1,
+    ALLOWS_FALSE = 1 << 2,
+};
+
+/*
+ * The values of an enum or const. Only strings, integers, booleans and
+ * null are compiled. A string is kept as its UTF-8 bytes, owned by a str in
+ * CompiledSchema.strings.
+ */
+typedef struct {
+    unsigned literals;
+    Py_ssize_t string_count;
+    const char **strings;
+    Py_ssize_t *string_lengths;
+    Py_ssize_t integer_count;
+    int64_t *integers;
+} AllowedValues;
+
+/*
+ * A bound of minimum, maximum, exclusiveMinimum or exclusiveMaximum, in
+ * each form that represents it exactly. An integer instance is compared
+ * with `integer` and a double with `real`, so that no comparison rounds.
+ */
+typedef struct {
+    int present;
+    int has_integer;
+    int64_t integer;
+    int has_real;
+    double real;
+} Bound;
+
+typedef struct SchemaNode SchemaNode;
+
+typedef struct {
+    const char *name; /* UTF-8, owned by a str in CompiledSchema.strings */
+    Py_ssize_t length;
+    /* NULL for a name that `required` lists and `properties` does not: its
+     * value is then checked against additionalProperties. */
+    SchemaNode *schema;
+} Property;
+
+struct SchemaNode {
+    int rejects_all; /* the schema false */
+    unsigned types;  /* JSON_* bits */
+    AllowedValues *enum_values;
+    AllowedValues *const_value;
+
+    Property *properties;
+    int property_count;
+    uint64_t required; /* bits of the `properties` entries that must be present */
+    SchemaNode *additional;
+    Py_ssize_t min_properties;
+    Py_ssize_t max_properties;
+
+    SchemaNode *items;
+    Py_ssize_t min_items;
+    Py_ssize_t max_items;
+
+    Py_ssize_t min_length; /* in code points, as jsonschema-rs counts */
+    Py_ssize_t max_length;
+    PyObject *pattern_is_valid; /* is_valid of the validator of {"pattern": ...}, or NULL */
+    PyObject *format_is_valid;
+
+    Bound minimum;
+    Bound maximum;
+    Bound exclusive_minimum;
+    Bound exclusive_maximum;
+};
+
+/* The schemas true and false, shared by every compiled schema and never freed. */
+static SchemaNode any_schema = {
+    .types = JSON_ANY,
+    .additional = &any_schema,
+    .max_properties = PY_SSIZE_T_MAX,
+    .items = &any_schema,
+    .max_items = PY_SSIZE_T_MAX,
+    .max_length = PY_SSIZE_T_MAX,
+};
+static SchemaNode false_schema = {.rejects_all = 1};
+
+/* --- checking --------------------------------------------------------------- */
+
+/*
+ * Find the closing quote of the string whose contents start at `p`, and
+ * check the contents as `parse` does. Returns the position of the closing
+ * quote, or NULL to reject the string. Sets `escaped` when the string has a
+ * backslash escape, and `code_points` to the length of the decoded string.
+ */
+static const unsigned char *
+scan_string(const unsigned char *p, const unsigned char *end, int *escaped,
+            Py_ssize_t *code_points)
+{
+    Py_ssize_t count = 0;
+
+    *escaped = 0;
+    for (;;) {
+        const unsigned char *run = p;
+        unsigned char c;
+
+        p = skip_plain_bytes(p, end);
+        count += p - run;
+        if (p >= end) {
+            return NULL; /* unterminated */
+        }
+        c = *p;
+        if (c == '"') {
+            break;
+        }
+        if (c == '\\') {
+            /* The escapes and surrogate rules of decode_escaped. */
+            *escaped = 1;
+            if (end - p < 2) {
+                return NULL;
+            }
+            switch (p[1]) {
+            case '"':
+            case '\\':
+            case '/':
+            case 'b':
+            case 'f':
+            case 'n':
+            case 'r':
+            case 't':
+                p += 2;
+                break;
+            case 'u': {
+                long unit, low_unit;
+                if (end - p < 6 || (unit = read_hex4(p + 2)) < 0) {
+                    return NULL;
+                }
+                p += 6;
+                if (unit >= 0xDC00 && unit <= 0xDFFF) {
+                    return NULL; /* a low surrogate without a high one */
+                }
+                if (unit >= 0xD800 && unit <= 0xDBFF) {
+                    /* A pair decodes to one code point. */
+                    if (end - p < 6 || p[0] != '\\' || p[1] != 'u' ||
+                        (low_unit = read_hex4(p + 2)) < 0xDC00 || low_unit > 0xDFFF) {
+                        return NULL;
+                    }
+                    p += 6;
+                }
+                break;
+            }
+            default:
+                return NULL;
+            }
+            count++;
+            continue;
+        }
+        if (c < 0x20) {
+            return NULL;
+        }
+        {
+            Py_UCS4 code_point;
+            int sequence = decode_utf8(p, end, &code_point);
+            if (sequence == 0) {
+                return NULL;
+            }
+            p += sequence;
+            count++;
+        }
+    }
+    *code_points = count;
+    return p;
+}
+
+enum { BELOW = -1, EQUAL = 0, ABOVE = 1, UNCOMPARABLE = 2 };
+
+/* Compare an integer instance with `bound`. A bound that is a double
+ * with a fraction or beyond the int64 range is UNCOMPARABLE. */
+static inline int
+compare_integer(int64_t value, const Bound *bound)
+{
+    if (!bound->has_integer) {
+        return UNCOMPARABLE;
+    }
+    return (value > bound->integer) - (value < bound->integer);
+}
+
+/* Compare a double instance with `bound`. */
+static inline int
+compare_real(double value, const Bound *bound)
+{
+    if (bound->has_real) {
+        return (value > bound->real) - (value < bound->real);
+    }
+    /* An integer bound beyond 2^53, which a double does not represent
+     * exactly: compare as integers when the value is one. */
+    if (value == floor(value) && value >= -9223372036854775808.0 && value < 9223372036854775808.0) {
+        int64_t integer = (int64_t)value;
+        return (integer > bound->integer) - (integer < bound->integer);
+    }
+    return UNCOMPARABLE;
+}
+
+/* Return whether `order`, the result of comparing the instance with a bound, satisfies it. */
+static inline int
+satisfies_bound(int order, int is_lower, int is_exclusive)
+{
+    if (order == UNCOMPARABLE) {
+        return 0;
+    }
+    if (is_lower) {
+        return is_exclusive ? order == ABOVE : order != BELOW;
+    }
+    return is_exclusive ? order == BELOW : order != ABOVE;
+}
+
+static int
+integer_within_bounds(const SchemaNode *schema, int64_t value)
+{
+    return (!schema->minimum.present ||
+            satisfies_bound(compare_integer(value, &schema->minimum), 1, 0)) &&
+           (!schema->maximum.present ||
+            satisfies_bound(compare_integer(value, &schema->maximum), 0, 0)) &&
+           (!schema->exclusive_minimum.present ||
+            satisfies_bound(compare_integer(value, &schema->exclusive_minimum), 1, 1)) &&
+           (!schema->exclusive_maximum.present ||
+            satisfies_bound(compare_integer(value, &schema->exclusive_maximum), 0, 1));
+}
+
+static int
+real_within_bounds(const SchemaNode *schema, double value)
+{
+    return (!schema->minimum.present ||
+            satisfies_bound(compare_real(value, &schema->minimum), 1, 0)) &&
+           (!schema->maximum.present ||
+            satisfies_bound(compare_real(value, &schema->maximum), 0, 0)) &&
+           (!schema->exclusive_minimum.present ||
+            satisfies_bound(compare_real(value, &schema->exclusive_minimum), 1, 1)) &&
+           (!schema->exclusive_maximum.present ||
+            satisfies_bound(compare_real(value, &schema->exclusive_maximum), 0, 1));
+}
+
+static int
+allows_integer(const AllowedValues *allowed, int64_t value)
+{
+    for (Py_ssize_t i = 0; i < allowed->integer_count; i++) {
+        if (allowed->integers[i] == value) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* `text` is the UTF-8 of a string without escapes, so equal bytes mean equal strings. */
+static int
+allows_string(const AllowedValues *allowed, const unsigned char *text, Py_ssize_t length)
+{
+    for (Py_ssize_t i = 0; i < allowed->string_count; i++) {
+        if (allowed->string_lengths[i] == length &&
+            memcmp(allowed->strings[i], text, (size_t)length) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * The check functions take the position of a value's first byte and move
+ * it past the value. They return 1 when the value is valid for sure, 0
+ * when the body is rejected or the check is not sure, and -1 with an
+ * exception set.
+ */
+static int check_value(Parser *parser, const SchemaNode *schema, const unsigned char **position);
+
+/* Call `is_valid`, a method of a jsonschema-rs validator, with the string
+ * whose opening quote is at `opening`. */
+static int
+string_is_valid(Parser *parser, PyObject *is_valid, const unsigned char *opening)
+{
+    PyObject *text, *result;
+    int valid;
+
+    text = parse_string(parser, &opening, 0);
+    if (text == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    result = PyObject_CallOneArg(is_valid, text);
+    Py_DECREF(text);
+    if (result == NULL) {
+        return -1;
+    }
+    valid = result == Py_True;
+    Py_DECREF(result);
+    return valid;
+}
+
+static int
+check_string(Parser *parser, const SchemaNode *schema, const unsigned char **position)
+{
+    const unsigned char *opening = *position, *closing;
+    int escaped, result;
+    Py_ssize_t length;
+
+    if (!(schema->types & JSON_STRING)) {
+        return 0;
+    }
+    closing = scan_string(opening + 1, parser->end, &escaped, &length);
+    if (closing == NULL || length < schema->min_length || length > schema->max_length) {
+        return 0;
+    }
+    *position = closing + 1;
+    if (schema->enum_values != NULL || schema->const_value != NULL) {
+        /* The raw bytes equal the decoded string only without escapes. */
+        if (escaped) {
+            return 0;
+        }
+        if (schema->enum_values != NULL &&
+            !allows_string(schema->enum_values, opening + 1, closing - opening - 1)) {
+            return 0;
+        }
+        if (schema->const_value != NULL &&
+            !allows_string(schema->const_value, opening + 1, closing - opening - 1)) {
+            return 0;
+        }
+    }
+    if (schema->pattern_is_valid != NULL) {
+        result = string_is_valid(parser, schema->pattern_is_valid, opening);
+        if (result != 1) {
+            return result;
+        }
+    }
+    if (schema->format_is_valid != NULL) {
+        return string_is_valid(parser, schema->format_is_valid, opening);
+    }
+    return 1;
+}
+
+static int
+check_number(Parser *parser, const SchemaNode *schema, const unsigned char **position)
+{
+    Number number;
+    int result = read_number(position, parser->end, &number);
+
+    if (result != 1) {
+        return result;
+    }
+    if (number.is_integer) {
+        int64_t value = number.integer;
+        return (schema->types & JSON_INTEGER) && integer_within_bounds(schema, value) &&
+               (schema->enum_values == NULL || allows_integer(schema->enum_values, value)) &&
+               (schema->const_value == NULL || allows_integer(schema->const_value, value));
+    }
+    /* The compiled enum and const values contain no doubles, and jsonschema-rs
+     * may count a double such as 1.0 equal to an integer, so neither can decide. */
+    return (schema->types & JSON_FRACTIONAL) && schema->enum_values == NULL &&
+           schema->const_value == NULL && real_within_bounds(schema, number.real);
+}
+
+static int
+check_literal(Parser *parser, const SchemaNode *schema, const unsigned char **position,
+              const char *word, Py_ssize_t length, unsigned type, unsigned literal)
+{
+    const unsigned char *p = *position;
+
+    if (parser->end - p < length || memcmp(p, word, (size_t)length) != 0) {
+        return 0;
+    }
+    *position = p + length;
+    return (schema->types & type) &&
+           (schema->enum_values == NULL || (schema->enum_values->literals & literal)) &&
+           (schema->const_value == NULL || (schema->const_value->literals & literal));
+}
+
+static int
+check_array(Parser *parser, const SchemaNode *schema, const unsigned char **position)
+{
+    const unsigned char *end = parser->end;
+    const unsigned char *p;
+    Py_ssize_t count = 0;
+    int result = 0;
+
+    /* The compiled enum and const values contain no arrays. */
+    if (!(schema->types & JSON_ARRAY) || schema->enum_values != NULL ||
+        schema->const_value != NULL) {
+        return 0;
+    }
+    if (!enter_container(parser)) {
+        return 0;
+    }
+    p = skip_whitespace(*position + 1, end);
+    if (p < end && *p == ']') {
+        p++;
+    }
+    else {
+        for (;;) {
+            if (p >= end || ++count > parser->max_members) {
+                goto done;
+            }
+            result = check_value(parser, schema->items, &p);
+            if (result != 1) {
+                goto done;
+            }
+            result = 0;
+            p = skip_whitespace(p, end);
+            if (p < end && *p == ',') {
+                p = skip_whitespace(p + 1, end);
+                continue;
+            }
+            if (p < end && *p == ']') {
+                p++;
+                break;
+            }
+            goto done;
+        }
+    }
+    if (count >= schema->min_items && count <= schema->max_items) {
+        *position = p;
+        result = 1;
+    }
+
+done:
+    leave_container(parser);
+    return result;
+}
+
+/* Return the index of the `properties` entry named `key`, or -1. */
+static inline int
+find_property(const SchemaNode *schema, const unsigned char *key, Py_ssize_t length)
+{
+    for (int i = 0; i < schema->property_count; i++) {
+        const Property *property = &schema->properties[i];
+        /* Comparing the first byte separates most names of equal length without calling memcmp. */
+        if (property->length == length &&
+            (length == 0 || (unsigned char)property->name[0] == key[0]) &&
+            memcmp(property->name, key, (size_t)length) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static int
+check_object(Parser *parser, const SchemaNode *schema, const unsigned char **position)
+{
+    const unsigned char *end = parser->end;
+    const unsigned char *p;
+    /* Keys that `properties` does not list, to find duplicates among them. */
+    const unsigned char *unlisted[UNLISTED_KEYS_MAX];
+    Py_ssize_t unlisted_lengths[UNLISTED_KEYS_MAX];
+    int unlisted_count = 0;
+    uint64_t seen = 0; /* bits of the `properties` entries found */
+    Py_ssize_t members = 0;
+    int result = 0;
+
+    /* The compiled enum and const values contain no objects. */
+    if (!(schema->types & JSON_OBJECT) || schema->enum_values != NULL ||
+        schema->const_value != NULL) {
+        return 0;
+    }
+    if (!enter_container(parser)) {
+        return 0;
+    }
+    p = skip_whitespace(*position + 1, end);
+    if (p < end && *p == '}') {
+        p++;
+    }
+    else {
+        for (;;) {
+            const unsigned char *key, *key_end;
+            const SchemaNode *member_schema = NULL;
+            Py_ssize_t key_length, code_points;
+            int escaped, index;
+
+            if (p >= end || *p != '"') {
+                goto done;
+            }
+            key = p + 1;
+            key_end = scan_string(key, end, &escaped, &code_points);
+            /* Without escapes, keys with equal bytes are the equal keys
+             * that `parse` rejects as duplicates. */
+            if (key_end == NULL || escaped) {
+                goto done;
+            }
+            key_length = key_end - key;
+            p = skip_whitespace(key_end + 1, end);
+            if (p >= end || *p != ':') {
+                goto done;
+            }
+            p = skip_whitespace(p + 1, end);
+            if (p >= end || ++members > parser->max_members) {
+                goto done;
+            }
+
+            index = find_property(schema, key, key_length);
+            if (index >= 0) {
+                uint64_t bit = (uint64_t)1 << index;
+                if (seen & bit) {
+                    goto done; /* a duplicate */
+                }
+                seen |= bit;
+                member_schema = schema->properties[index].schema;
+            }
+            else {
+                for (int i = 0; i < unlisted_count; i++) {
+                    if (unlisted_lengths[i] == key_length &&
+                        memcmp(unlisted[i], key, (size_t)key_length) == 0) {
+                        goto done; /* a duplicate */
+                    }
+                }
+                if (unlisted_count == UNLISTED_KEYS_MAX) {
+                    goto done; /* undecided: the parser finds any duplicate */
+                }
+                unlisted[unlisted_count] = key;
+                unlisted_lengths[unlisted_count] = key_length;
+                unlisted_count++;
+            }
+            if (member_schema == NULL) {
+                member_schema = schema->additional;
+            }
+
+            result = check_value(parser, member_schema, &p);
+            if (result != 1) {
+                goto done;
+            }
+            result = 0;
+            p = skip_whitespace(p, end);
+            if (p < end && *p == ',') {
+                p = skip_whitespace(p + 1, end);
+                continue;
+            }
+            if (p < end && *p == '}') {
+                p++;
+                break;
+            }
+            goto done;
+        }
+    }
+    if ((seen & schema->required) == schema->required && members >= schema->min_properties &&
+        members <= schema->max_properties) {
+        *position = p;
+        result = 1;
+    }
+
+done:
+    leave_container(parser);
+    return result;
+}
+
+static int
+check_value(Parser *parser, const SchemaNode *schema, const unsigned char **position)
+{
+    if (schema->rejects_all) {
+        return 0;
+    }
+    switch (**position) {
+    case '{':
+        return check_object(parser, schema, position);
+    case '[':
+        return check_array(parser, schema, position);
+    case '"':
+        return check_string(parser, schema, position);
+    case 't':
+        return check_literal(parser, schema, position, "true", 4, JSON_BOOLEAN, ALLOWS_TRUE);
+    case 'f':
+        return check_literal(parser, schema, position, "false", 5, JSON_BOOLEAN, ALLOWS_FALSE);
+    case 'n':
+        return check_literal(parser, schema, position, "null", 4, JSON_NULL, ALLOWS_NULL);
+    case '-':
+    case '0':
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+    case '7':
+    case '8':
+    case '9':
+        return check_number(parser, schema, position);
+    default:
+        return 0;
+    }
+}
+
+static int
+check_document(const unsigned char *data, Py_ssize_t size, int max_depth,
+               Py_ssize_t max_members, const SchemaNode *schema)
+{
+    Parser parser = {data + size, 0, max_depth, max_members};
+    const unsigned char *p = skip_whitespace(data, parser.end);
+    int result;
+
+    if (p >= parser.end) {
+        return 0;
+    }
+    result = check_value(&parser, schema, &p);
+    if (result != 1) {
+        return result;
+    }
+    return skip_whitespace(p, parser.end) == parser.end; /* no trailing data */
+}
+
+/* --- compiling ---------------------------------------------------------------- */
+
+/* Results of the compile functions. */
+enum { COMPILE_FAILED = -1, COMPILE_DECLINED = 0, COMPILED = 1 };
+
+typedef struct {
+    /* Builds a jsonschema-rs validator for a schema of one keyword. */
+    PyObject *factory;
+    /* The str objects whose UTF-8 the nodes point into. */
+    PyObject *strings;
+} Compiler;
+
+/* Keywords without effect on validation, which may appear anywhere. */
+static const char *const annotation_keywords[] = {
+    "title", "description", "default", "examples", "$comment", "deprecated", "readOnly",
+    "writeOnly", NULL,
+};
+
+/* The keywords that compile_keywords reads. */
+static const char *const supported_keywords[] = {
+    "type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
+    "uniqueItems", "minLength", "maxLength", "minProperties", "maxProperties", "enum", "const",
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format", NULL,
+};
+
+static int
+keyword_in(PyObject *name, const char *const *keywords)
+{
+    for (const char *const *keyword = keywords; *keyword != NULL; keyword++) {
+        if (PyUnicode_CompareWithASCIIString(name, *keyword) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static AllowedValues *
+new_allowed_values(Py_ssize_t capacity)
+{
+    AllowedValues *allowed = PyMem_Calloc(1, sizeof(AllowedValues));
+    if (allowed == NULL) {
+        return NULL;
+    }
+    allowed->strings = PyMem_Calloc((size_t)capacity + 1, sizeof(const char *));
+    allowed->string_lengths = PyMem_Calloc((size_t)capacity + 1, sizeof(Py_ssize_t));
+    allowed->integers = PyMem_Calloc((size_t)capacity + 1, sizeof(int64_t));
+    if (allowed->strings == NULL || allowed->string_lengths == NULL ||
+        allowed->integers == NULL) {
+        PyMem_Free(allowed->strings);
+        PyMem_Free(allowed->string_lengths);
+        PyMem_Free(allowed->integers);
+        PyMem_Free(allowed);
+        return NULL;
+    }
+    return allowed;
+}
+
+static void
+free_allowed_values(AllowedValues *allowed)
+{
+    if (allowed != NULL) {
+        PyMem_Free(allowed->strings);
+        PyMem_Free(allowed->string_lengths);
+        PyMem_Free(allowed->integers);
+        PyMem_Free(allowed);
+    }
+}
+
+static void
+free_node(SchemaNode *node)
+{
+    if (node == NULL || node == &any_schema || node == &false_schema) {
+        return;
+    }
+    for (int i = 0; i < node->property_count; i++) {
+        free_node(node->properties[i].schema);
+    }
+    PyMem_Free(node->properties);
+    free_node(node->additional);
+    free_node(node->items);
+    free_allowed_values(node->enum_values);
+    free_allowed_values(node->const_value);
+    Py_XDECREF(node->pattern_is_valid);
+    Py_XDECREF(node->format_is_valid);
+    PyMem_Free(node);
+}
+
+/*
+ * Store the UTF-8 of the str `text` in `utf8` and `length`, and keep `text`
+ * alive in the compiler's list. Returns COMPILE_DECLINED for a str with a
+ * lone surrogate, which has no UTF-8 and which no parsed string equals.
+ */
+static int
+keep_utf8(Compiler *compiler, PyObject *text, const char **utf8, Py_ssize_t *length)
+{
+    *utf8 = PyUnicode_AsUTF8AndSize(text, length);
+    if (*utf8 == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+            PyErr_Clear();
+            return COMPILE_DECLINED;
+        }
+        return COMPILE_FAILED;
+    }
+    return PyList_Append(compiler->strings, text) < 0 ? COMPILE_FAILED : COMPILED;
+}
+
+/* Read a count such as minLength: an int from 0 to PY_SSIZE_T_MAX. */
+static int
+compile_count(PyObject *value, Py_ssize_t *count)
+{
+    if (!PyLong_Check(value) || PyBool_Check(value)) {
+        return COMPILE_DECLINED;
+    }
+    *count = PyLong_AsSsize_t(value);
+    if (*count == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return COMPILE_FAILED;
+        }
+        PyErr_Clear();
+        return COMPILE_DECLINED;
+    }
+    return *count >= 0 ? COMPILED : COMPILE_DECLINED;
+}
+
+static int
+compile_bound(PyObject *value, Bound *bound)
+{
+    /* Doubles represent the integers up to 2^53 exactly. */
+    const int64_t exact_limit = (int64_t)1 << 53;
+
+    if (PyLong_Check(value) && !PyBool_Check(value)) {
+        int overflow;
+        long long integer = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (integer == -1 && PyErr_Occurred()) {
+            return COMPILE_FAILED;
+        }
+        if (overflow) {
+            return COMPILE_DECLINED;
+        }
+        bound->has_integer = 1;
+        bound->integer = integer;
+        if (integer >= -exact_limit && integer <= exact_limit) {
+            bound->has_real = 1;
+            bound->real = (double)integer;
+        }
+    }
+    else if (PyFloat_Check(value)) {
+        double real = PyFloat_AS_DOUBLE(value);
+        if (!isfinite(real)) {
+            return COMPILE_DECLINED;
+        }
+        bound->has_real = 1;
+        bound->real = real;
+        if (real == floor(real) && real >= -9223372036854775808.0 &&
+            real < 9223372036854775808.0) {
+            bound->has_integer = 1;
+            bound->integer = (int64_t)real;
+        }
+    }
+    else {
+        return COMPILE_DECLINED;
+    }
+    bound->present = 1;
+    return COMPILED;
+}
+
+/* Compile the values of an enum, or of a const as a list of one. */
+static int
+compile_allowed_values(Compiler *compiler, PyObject *values, AllowedValues **out)
+{
+    Py_ssize_t count;
+    AllowedValues *allowed;
+
+    if (!PyList_Check(values)) {
+        return COMPILE_DECLINED;
+    }
+    count = PyList_GET_SIZE(values);
+    allowed = new_allowed_values(count);
+    if (allowed == NULL) {
+        PyErr_NoMemory();
+        return COMPILE_FAILED;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *value = PyList_GET_ITEM(values, i);
+        if (value == Py_None) {
+            allowed->literals |= ALLOWS_NULL;
+        }
+        else if (value == Py_True) {
+            allowed->literals |= ALLOWS_TRUE;
+        }
+        else if (value == Py_False) {
+            allowed->literals |= ALLOWS_FALSE;
+        }
+        else if (PyLong_CheckExact(value)) {
+            int overflow;
+            long long integer = PyLong_AsLongLongAndOverflow(value, &overflow);
+            if (integer == -1 && PyErr_Occurred()) {
+                free_allowed_values(allowed);
+                return COMPILE_FAILED;
+            }
+            /* An integer beyond int64 cannot equal a literal that `parse` accepts. */
+            if (!overflow) {
+                allowed->integers[allowed->integer_count++] = integer;
+            }
+        }
+        else if (PyUnicode_CheckExact(value)) {
+            Py_ssize_t index = allowed->string_count;
+            int result = keep_utf8(compiler, value, &allowed->strings[index],
+                                   &allowed->string_lengths[index]);
+            if (result == COMPILE_FAILED) {
+                free_allowed_values(allowed);
+                return COMPILE_FAILED;
+            }
+            /* A declined str has a lone surrogate and cannot equal a parsed string. */
+            if (result == COMPILED) {
+                allowed->string_count++;
+            }
+        }
+        else {
+            free_allowed_values(allowed);
+            return COMPILE_DECLINED; /* a float, an array or an object */
+        }
+    }
+    *out = allowed;
+    return COMPILED;
+}
+
+static unsigned
+type_bits(PyObject *name)
+{
+    static const struct {
+        const char *name;
+        unsigned bits;
+    } types[] = {
+        {"null", JSON_NULL},       {"boolean", JSON_BOOLEAN},
+        {"object", JSON_OBJECT},   {"array", JSON_ARRAY},
+        {"string", JSON_STRING},   {"integer", JSON_INTEGER},
+        {"number", JSON_INTEGER | JSON_FRACTIONAL},
+    };
+
+    if (!PyUnicode_Check(name)) {
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (PyUnicode_CompareWithASCIIString(name, types[i].name) == 0) {
+            return types[i].bits;
+        }
+    }
+    return 0;
+}
+
+static int
+compile_type(PyObject *value, unsigned *types)
+{
+    if (PyList_Check(value)) {
+        *types = 0;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
+            unsigned bits = type_bits(PyList_GET_ITEM(value, i));
+            if (bits == 0) {
+                return COMPILE_DECLINED;
+            }
+            *types |= bits;
+        }
+        return COMPILED;
+    }
+    *types = type_bits(value);
+    return *types != 0 ? COMPILED : COMPILE_DECLINED;
+}
+
+/* Build the validator of `{keyword: value}` with the factory and store its is_valid. */
+static int
+compile_sub_validator(Compiler *compiler, const char *keyword, PyObject *value,
+                      PyObject **is_valid)
+{
+    PyObject *schema, *validator;
+
+    if (!PyUnicode_Check(value)) {
+        return COMPILE_DECLINED;
+    }
+    schema = Py_BuildValue("{sO}", keyword, value);
+    if (schema == NULL) {
+        return COMPILE_FAILED;
+    }
+    validator = PyObject_CallOneArg(compiler->factory, schema);
+    Py_DECREF(schema);
+    if (validator == NULL) {
+        return COMPILE_FAILED;
+    }
+    *is_valid = PyObject_GetAttrString(validator, "is_valid");
+    Py_DECREF(validator);
+    return *is_valid != NULL ? COMPILED : COMPILE_FAILED;
+}
+
+static int compile_node(Compiler *compiler, PyObject *schema, int is_root, SchemaNode **out);
+
+/* Add `properties` and `required` to `node`. */
+static int
+compile_properties(Compiler *compiler, PyObject *properties, PyObject *required,
+                   SchemaNode *node)
+{
+    Py_ssize_t capacity = 0, position = 0;
+    PyObject *name, *member;
+    int result;
+
+    if ((properties != NULL && !PyDict_Check(properties)) ||
+        (required != NULL && !PyList_Check(required))) {
+        return COMPILE_DECLINED;
+    }
+    capacity = (properties != NULL ? PyDict_GET_SIZE(properties) : 0) +
+               (required != NULL ? PyList_GET_SIZE(required) : 0);
+    node->properties = PyMem_Calloc((size_t)capacity + 1, sizeof(Property));
+    if (node->properties == NULL) {
+        PyErr_NoMemory();
+        return COMPILE_FAILED;
+    }
+
+    while (properties != NULL && PyDict_Next(properties, &position, &name, &member)) {
+        Property *property = &node->properties[node->property_count];
+        if (!PyUnicode_Check(name) || node->property_count == MAX_PROPERTIES) {
+            return COMPILE_DECLINED;
+        }
+        result = keep_utf8(compiler, name, &property->name, &property->length);
+        if (result != COMPILED) {
+            return result;
+        }
+        result = compile_node(compiler, member, 0, &property->schema);
+        if (result != COMPILED) {
+            return result;
+        }
+        node->property_count++;
+    }
+
+    for (Py_ssize_t i = 0; required != NULL && i < PyList_GET_SIZE(required); i++) {
+        PyObject *required_name = PyList_GET_ITEM(required, i);
+        const char *utf8;
+        Py_ssize_t length;
+        int index;
+
+        if (!PyUnicode_Check(required_name)) {
+            return COMPILE_DECLINED;
+        }
+        result = keep_utf8(compiler, required_name, &utf8, &length);
+        if (result != COMPILED) {
+            return result;
+        }
+        index = find_property(node, (const unsigned char *)utf8, length);
+        if (index < 0) {
+            if (node->property_count == MAX_PROPERTIES) {
+                return COMPILE_DECLINED;
+            }
+            index = node->property_count++;
+            node->properties[index].name = utf8;
+            node->properties[index].length = length;
+        }
+        node->required |= (uint64_t)1 << index;
+    }
+    return COMPILED;
+}
+
+/* Read each keyword of the dict `schema` into `node`. */
+static int
+compile_keywords(Compiler *compiler, PyObject *schema, SchemaNode *node)
+{
+    static const struct {
+        const char *keyword;
+        size_t offset;
+    } counts[] = {
+        {"minItems", offsetof(SchemaNode, min_items)},
+        {"maxItems", offsetof(SchemaNode, max_items)},
+        {"minLength", offsetof(SchemaNode, min_length)},
+        {"maxLength", offsetof(SchemaNode, max_length)},
+        {"minProperties", offsetof(SchemaNode, min_properties)},
+        {"maxProperties", offsetof(SchemaNode, max_properties)},
+    };
+    static const struct {
+        const char *keyword;
+        size_t offset;
+    } bounds[] = {
+        {"minimum", offsetof(SchemaNode, minimum)},
+        {"maximum", offsetof(SchemaNode, maximum)},
+        {"exclusiveMinimum", offsetof(SchemaNode, exclusive_minimum)},
+        {"exclusiveMaximum", offsetof(SchemaNode, exclusive_maximum)},
+    };
+    PyObject *value, *properties, *required;
+    int result = COMPILED;
+
+    /* The dict holds str keys only, so the lookups below raise no error. */
+    if ((value = PyDict_GetItemString(schema, "type")) != NULL) {
+        result = compile_type(value, &node->types);
+        if (result != COMPILED) {
+            return result;
+        }
+    }
+
+    properties = PyDict_GetItemString(schema, "properties");
+    required = PyDict_GetItemString(schema, "required");
+    if (properties != NULL || required != NULL) {
+        result = compile_properties(compiler, properties, required, node);
+        if (result != COMPILED) {
+            return result;
+        }
+    }
+    if ((value = PyDict_GetItemString(schema, "additionalProperties")) != NULL) {
+        result = compile_node(compiler, value, 0, &node->additional);
+        if (result != COMPILED) {
+            return result;
+        }
+    }
+    if ((value = PyDict_GetItemString(schema, "items")) != NULL) {
+        result = compile_node(compiler, value, 0, &node->items);
+        if (result != COMPILED) {
+            return result;
+        }
+    }
+    if ((value = PyDict_GetItemString(schema, "uniqueItems")) != NULL && value != Py_False) {
+        return COMPILE_DECLINED;
+    }
+
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+        if ((value = PyDict_GetItemString(schema, counts[i].keyword)) != NULL) {
+            result = compile_count(value, (Py_ssize_t *)((char *)node + counts[i].offset));
+            if (result != COMPILED) {
+                return result;
+            }
+        }
+    }
+    for (size_t i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++) {
+        if ((value = PyDict_GetItemString(schema, bounds[i].keyword)) != NULL) {
+            result = compile_bound(value, (Bound *)((char *)node + bounds[i].offset));
+            if (result != COMPILED) {
+                return result;
+            }
+        }
+    }
+
+    if ((value = PyDict_GetItemString(schema, "enum")) != NULL) {
+        result = compile_allowed_values(compiler, value, &node->enum_values);
+        if (result != COMPILED) {
+            return result;
+        }
+    }
+    if ((value = PyDict_GetItemString(schema, "const")) != NULL) {
+        PyObject *values = PyList_New(1);
+        if (values == NULL) {
+            return COMPILE_FAILED;
+        }
+        PyList_SET_ITEM(values, 0, Py_NewRef(value));
+        result = compile_allowed_values(compiler, values, &node->const_value);
+        Py_DECREF(values);
+        if (result != COMPILED) {
+            return result;
+        }
+    }
+
+    if ((value = PyDict_GetItemString(schema, "pattern")) != NULL) {
+        result = compile_sub_validator(compiler, "pattern", value, &node->pattern_is_valid);
+        if (result != COMPILED) {
+            return result;
+        }
+    }
+    if ((value = PyDict_GetItemString(schema, "format")) != NULL) {
+        result = compile_sub_validator(compiler, "format", value, &node->format_is_valid);
+    }
+    return result;
+}
+
+/* Return whether `value` is draft 2020-12, the only $schema that JsonSchemaValidator loads. */
+static int
+is_draft_2020_12(PyObject *value)
+{
+    return PyUnicode_Check(value) &&
+           (PyUnicode_CompareWithASCIIString(
+                value, "https://json-schema.org/draft/2020-12/schema") == 0 ||
+            PyUnicode_CompareWithASCIIString(
+                value, "https://json-schema.org/draft/2020-12/schema#") == 0);
+}
+
+/* Compile `schema`, a bool or a dict, into `out`. */
+static int
+compile_node(Compiler *compiler, PyObject *schema, int is_root, SchemaNode **out)
+{
+    Py_ssize_t position = 0;
+    PyObject *name, *value;
+    SchemaNode *node;
+    int result;
+
+    if (schema == Py_True) {
+        *out = &any_schema;
+        return COMPILED;
+    }
+    if (schema == Py_False) {
+        *out = &false_schema;
+        return COMPILED;
+    }
+    if (!PyDict_Check(schema)) {
+        return COMPILE_DECLINED;
+    }
+    /* Any keyword outside the subset declines the whole schema, because
+     * jsonschema-rs may apply it: it checks `dependencies` of older drafts
+     * under draft 2020-12, for one. */
+    while (PyDict_Next(schema, &position, &name, &value)) {
+        if (!PyUnicode_CheckExact(name)) {
+            return COMPILE_DECLINED;
+        }
+        if (keyword_in(name, supported_keywords) || keyword_in(name, annotation_keywords)) {
+            continue;
+        }
+        if (is_root && PyUnicode_CompareWithASCIIString(name, "$id") == 0) {
+            continue; /* only a $ref, which the subset excludes, reads it */
+        }
+        if (is_root && PyUnicode_CompareWithASCIIString(name, "$schema") == 0 &&
+            is_draft_2020_12(value)) {
+            continue;
+        }
+        return COMPILE_DECLINED;
+    }
+
+    node = PyMem_Calloc(1, sizeof(SchemaNode));
+    if (node == NULL) {
+        PyErr_NoMemory();
+        return COMPILE_FAILED;
+    }
+    node->types = JSON_ANY;
+    node->additional = &any_schema;
+    node->items = &any_schema;
+    node->max_properties = PY_SSIZE_T_MAX;
+    node->max_items = PY_SSIZE_T_MAX;
+    node->max_length = PY_SSIZE_T_MAX;
+
+    /* A schema from YAML can contain itself through an alias. */
+    if (Py_EnterRecursiveCall(" while compiling a JSON Schema")) {
+        PyMem_Free(node);
+        return COMPILE_FAILED;
+    }
+    result = compile_keywords(compiler, schema, node);
+    Py_LeaveRecursiveCall();
+    if (result != COMPILED) {
+        free_node(node);
+        return result;
+    }
+    *out = node;
+    return COMPILED;
+}
+
+/* A compiled schema, which owns its tree of nodes. */
+typedef struct {
+    PyObject_HEAD
+    SchemaNode *root;
+    PyObject *strings; /* the str objects whose UTF-8 the nodes point into */
+} CompiledSchema;
+
+static void
+compiled_schema_dealloc(CompiledSchema *self)
+{
+    free_node(self->root);
+    Py_XDECREF(self->strings);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject CompiledSchemaType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ringwall.gateway.validation._strict_json.CompiledSchema",
+    .tp_basicsize = sizeof(CompiledSchema),
+    .tp_dealloc = (destructor)compiled_schema_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = PyDoc_STR("A JSON Schema compiled by compile_schema, for check."),
+};
+
+/* Read the max_depth and max_members arguments of parse and check. Returns
+ * 0, or -1 with an exception set. */
+static int
+read_limits(PyObject *depth_argument, PyObject *members_argument, int *max_depth,
+            Py_ssize_t *max_members)
+{
+    long depth = PyLong_AsLong(depth_argument);
+    if (depth == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *max_members = PyLong_AsSsize_t(members_argument);
+    if (*max_members == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (depth < 1 || depth > MAX_DEPTH_LIMIT) {
+        PyErr_Format(PyExc_ValueError, "max_depth must be between 1 and %d, got %ld",
+                     MAX_DEPTH_LIMIT, depth);
+        return -1;
+    }
+    if (*max_members < 1) {
+        PyErr_Format(PyExc_ValueError, "max_members must be at least 1, got %zd", *max_members);
+        return -1;
+    }
+    *max_depth = (int)depth;
+    return 0;
+}
+
 PyDoc_STRVAR(parse_doc,
 "parse(body, max_depth, max_members, /)\n--\n\n"
 "Return the document of `body` if parse_strict_json accepts it, else REJECTED.\n\n"
@@ -849,7 +2116,7 @@ PyDoc_STRVAR(parse_doc,
 static PyObject *
 strict_json_parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    long max_depth;
+    int max_depth;
     Py_ssize_t max_members;
     Py_buffer view;
     PyObject *document;
@@ -860,34 +2127,20 @@ strict_json_parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                      nargs);
         return NULL;
     }
-    max_depth = PyLong_AsLong(args[1]);
-    if (max_depth == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    max_members = PyLong_AsSsize_t(args[2]);
-    if (max_members == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (max_depth < 1 || max_depth > MAX_DEPTH_LIMIT) {
-        PyErr_Format(PyExc_ValueError, "max_depth must be between 1 and %d, got %ld",
-                     MAX_DEPTH_LIMIT, max_depth);
-        return NULL;
-    }
-    if (max_members < 1) {
-        PyErr_Format(PyExc_ValueError, "max_members must be at least 1, got %zd", max_members);
+    if (read_limits(args[1], args[2], &max_depth, &max_members) < 0) {
         return NULL;
     }
 
     if (PyBytes_CheckExact(args[0])) {
         document = parse_document((const unsigned char *)PyBytes_AS_STRING(args[0]),
-                                  PyBytes_GET_SIZE(args[0]), (int)max_depth, max_members);
+                                  PyBytes_GET_SIZE(args[0]), max_depth, max_members);
     }
     else {
         /* The export keeps a bytearray from being resized while it is read. */
         if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
             return NULL;
         }
-        document = parse_document((const unsigned char *)view.buf, view.len, (int)max_depth,
+        document = parse_document((const unsigned char *)view.buf, view.len, max_depth,
                                   max_members);
         PyBuffer_Release(&view);
     }
@@ -897,15 +2150,113 @@ strict_json_parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return document;
 }
 
+PyDoc_STRVAR(compile_schema_doc,
+"compile_schema(schema, sub_validator_factory, /)\n--\n\n"
+"Compile `schema` for check, or return None when it uses a keyword outside the subset.\n\n"
+"`sub_validator_factory` takes a schema of one keyword, {\"pattern\": ...} or\n"
+"{\"format\": ...}, and returns an object whose is_valid(str) returns what the\n"
+"full validator returns for that keyword.");
+
+static PyObject *
+strict_json_compile_schema(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Compiler compiler;
+    SchemaNode *root;
+    CompiledSchema *compiled;
+    int result;
+
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "compile_schema() takes exactly 2 arguments (schema, "
+                     "sub_validator_factory), got %zd",
+                     nargs);
+        return NULL;
+    }
+    compiler.factory = args[1];
+    compiler.strings = PyList_New(0);
+    if (compiler.strings == NULL) {
+        return NULL;
+    }
+    result = compile_node(&compiler, args[0], 1, &root);
+    if (result != COMPILED) {
+        Py_DECREF(compiler.strings);
+        return result == COMPILE_FAILED ? NULL : Py_NewRef(Py_None);
+    }
+    compiled = PyObject_New(CompiledSchema, &CompiledSchemaType);
+    if (compiled == NULL) {
+        free_node(root);
+        Py_DECREF(compiler.strings);
+        return NULL;
+    }
+    compiled->root = root;
+    compiled->strings = compiler.strings;
+    return (PyObject *)compiled;
+}
+
+PyDoc_STRVAR(check_doc,
+"check(body, compiled, max_depth, max_members, /)\n--\n\n"
+"Return True only if parse accepts `body` and its document is valid for `compiled`.\n\n"
+"False means rejected or not decided: run parse and the full validator.\n"
+"Raises ValueError for the limits that parse rejects.");
+
+static PyObject *
+strict_json_check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    int max_depth, result;
+    Py_ssize_t max_members;
+    Py_buffer view;
+    const SchemaNode *root;
+
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError,
+                     "check() takes exactly 4 arguments (body, compiled, max_depth, "
+                     "max_members), got %zd",
+                     nargs);
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[1], &CompiledSchemaType)) {
+        PyErr_Format(PyExc_TypeError, "check() expects a CompiledSchema, got %.100s",
+                     Py_TYPE(args[1])->tp_name);
+        return NULL;
+    }
+    if (read_limits(args[2], args[3], &max_depth, &max_members) < 0) {
+        return NULL;
+    }
+    root = ((CompiledSchema *)args[1])->root;
+
+    if (PyBytes_CheckExact(args[0])) {
+        result = check_document((const unsigned char *)PyBytes_AS_STRING(args[0]),
+                                PyBytes_GET_SIZE(args[0]), max_depth, max_members, root);
+    }
+    else {
+        /* The export keeps a bytearray from being resized while it is read,
+         * including during the calls of is_valid. */
+        if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+            return NULL;
+        }
+        result = check_document((const unsigned char *)view.buf, view.len, max_depth,
+                                max_members, root);
+        PyBuffer_Release(&view);
+    }
+    if (result < 0) {
+        return NULL;
+    }
+    return Py_NewRef(result ? Py_True : Py_False);
+}
+
 static PyMethodDef strict_json_methods[] = {
     {"parse", (PyCFunction)(void (*)(void))strict_json_parse, METH_FASTCALL, parse_doc},
+    {"compile_schema", (PyCFunction)(void (*)(void))strict_json_compile_schema, METH_FASTCALL,
+     compile_schema_doc},
+    {"check", (PyCFunction)(void (*)(void))strict_json_check, METH_FASTCALL, check_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef strict_json_module = {
     PyModuleDef_HEAD_INIT,
     "_strict_json",
-    "Strict JSON parsing in C, equal to parse_strict_json for the bodies it accepts.",
+    "Strict JSON parsing in C, equal to parse_strict_json for the bodies it accepts,\n"
+    "and a check of a body against a JSON Schema without building the document.",
     -1,
     strict_json_methods,
 };
@@ -927,7 +2278,9 @@ PyInit__strict_json(void)
             return NULL;
         }
     }
-    if (PyModule_AddObjectRef(module, "REJECTED", rejected) < 0) {
+    if (PyModule_AddObjectRef(module, "REJECTED", rejected) < 0 ||
+        PyType_Ready(&CompiledSchemaType) < 0 ||
+        PyModule_AddObjectRef(module, "CompiledSchema", (PyObject *)&CompiledSchemaType) < 0) {
         Py_DECREF(module);
         return NULL;
     }
