@@ -142,9 +142,13 @@ class TlsServerProtocol(asyncio.Protocol):
         handshake_timeout: float,
         protocol_factory: Callable[[], asyncio.Protocol],
         admit: Callable[[str], Admission | None] = lambda _client: None,
+        plain_http_response: Callable[[], tuple[str, bytes]] | None = None,
     ) -> None:
         self.loop = loop
         self._admit = admit
+        # Returns a request id and the response to a client that sent plain HTTP.
+        self._plain_http_response = plain_http_response
+        self._received = False
         # Bans and connection limits, checked at accept so that a connection
         # counts while it handshakes. A rejection is sent after the handshake.
         self.admission: Admission | None = None
@@ -171,10 +175,17 @@ class TlsServerProtocol(asyncio.Protocol):
         self._timer = self.loop.call_later(self._handshake_timeout, self._handshake_expired)
 
     def data_received(self, data: bytes) -> None:
-        self.incoming.write(data)
         if self.transport is None:
+            # A TLS client starts with a record type byte (22, a handshake),
+            # while a plain HTTP request starts with its method's first letter.
+            if not self._received and data[:1].isupper() and self._plain_http_response:
+                self._answer_plain_http(self._plain_http_response)
+                return
+            self._received = True
+            self.incoming.write(data)
             self._handshake()
             return
+        self.incoming.write(data)
         if not self.paused:
             self.deliver()
 
@@ -229,6 +240,24 @@ class TlsServerProtocol(asyncio.Protocol):
         app.connection_made(self.transport)
         if self.incoming.pending and not self.paused and not self.raw.is_closing():
             self.deliver()
+
+    def _answer_plain_http(self, response: Callable[[], tuple[str, bytes]]) -> None:
+        """Send a plain HTTP 400 to a client that sent HTTP to the HTTPS listener, and close."""
+        request_id, data = response()
+        log.info(
+            "plain HTTP request on the HTTPS listener",
+            extra={
+                "layer": LAYER,
+                "reason": "plain_http",
+                "client": peer_ip(self.raw.get_extra_info("peername")),
+                "request_id": request_id,
+            },
+        )
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.raw.write(data)
+        self.raw.close()
 
     def _handshake_failed(self, exc: BaseException) -> None:
         reason = getattr(exc, "reason", None) or type(exc).__name__

@@ -11,6 +11,8 @@ import socket
 import struct
 
 from ringwall.config.model import Config
+from ringwall.errors import BadRequest
+from ringwall.http.problem import problem_response
 from ringwall.logs import AccessLog, configure_error_log
 from ringwall.runtime import RequestIds, Runtime
 from ringwall.server.admin import AdminConnection
@@ -96,6 +98,7 @@ class Worker:
                     timeout,
                     lambda: ClientConnection(self),
                     lambda client: admit(self.runtime, client),
+                    self._plain_http_response,
                 ),
                 sock=tls_sock,
                 backlog=1024,
@@ -105,6 +108,15 @@ class Worker:
                 lambda: AdminConnection(self), sock=admin_sock, backlog=64
             )
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _plain_http_response(self) -> tuple[str, bytes]:
+        """Return a request id and the 400 for plain HTTP sent to the HTTPS listener."""
+        request_id = self.request_ids.next()
+        rejection = BadRequest(
+            "tls", "the request was sent as plain HTTP to the HTTPS listener: use https://"
+        )
+        header = self.runtime.config.server.request_id_header
+        return request_id, problem_response(rejection, request_id, header, close=True)
 
     def reload(self, config: Config) -> None:
         """Swap in a new configuration; requests in flight finish on the old one."""

@@ -282,3 +282,35 @@ def test_admission_made_at_accept(
     assert transport.get_extra_info(ADMISSION_INFO) is pair.server.admission
     pair.server.connection_lost(None)
     assert released == ["released"]
+
+
+def test_plain_http_gets_400(
+    loop: asyncio.AbstractEventLoop,
+    files: tuple[Path, Path, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _ca, cert, key = files
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    raw = RawTransport()
+    app = App()
+    server = TlsServerProtocol(
+        loop,
+        server_context,
+        5.0,
+        lambda: app,
+        plain_http_response=lambda: ("req-1", b"HTTP/1.1 400 Bad Request\r\n\r\n"),
+    )
+    server.connection_made(raw)
+    with caplog.at_level(logging.INFO, logger="ringwall.tls"):
+        server.data_received(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+
+    assert raw.take() == b"HTTP/1.1 400 Bad Request\r\n\r\n"
+    assert raw.closed
+    assert app.transport is None
+    record = next(
+        r for r in caplog.records if r.getMessage() == "plain HTTP request on the HTTPS listener"
+    )
+    assert record.request_id == "req-1"  # type: ignore[attr-defined]
+    server.connection_lost(None)
+    loop.run_until_complete(asyncio.sleep(0))
