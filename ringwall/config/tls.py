@@ -1,8 +1,9 @@
 """Configuration of TLS: the HTTPS listener, client certificates, HTTP/2, and TLS to upstreams.
 
-File paths are checked when the configuration loads: a certificate, key or
-CA bundle that is missing, unreadable or holds no PEM block stops the load
-with the key path, so a gateway never starts without the trust it was given.
+File paths are checked when the configuration loads. A certificate, key or
+CA bundle that is missing, unreadable or contains no PEM block stops the load
+with an error at its config path, so a gateway never starts without the trust
+it was configured with.
 The certificates themselves are parsed when the listener is built
 (`ringwall.tls.context`), which reports a key that does not match its
 certificate in the same way.
@@ -32,18 +33,18 @@ class _Model(BaseModel):
 
 
 def _check_pem_file(path: Path, what: str) -> Path:
-    """Return `path` if it is a readable file with at least one PEM block."""
+    """Check that `path` is a readable file with at least one PEM block, and return it."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read {what} {path}: {exc.strerror}") from None
     if _PEM_BEGIN not in data:
-        raise ValueError(f"{what} {path} holds no PEM block: expected a file in PEM format")
+        raise ValueError(f"{what} {path} contains no PEM block: expected a file in PEM format")
     return path
 
 
 def normalize_server_name(value: str) -> str:
-    """Return a server name pattern lowercased, or raise ValueError."""
+    """Validate a server name pattern and return it lowercased, without a trailing dot."""
     name = value.strip().lower().rstrip(".")
     if not _NAME_PATTERN.match(name):
         raise ValueError(
@@ -71,12 +72,13 @@ class CertificateFiles(_Model):
 
 
 class ClientAuthConfig(_Model):
-    """Whether the handshake asks clients for a certificate, and which CAs may sign it.
+    """Settings for requesting client certificates in the handshake, and the CAs that sign them.
 
-    `none` asks for nothing. `optional` asks and accepts a client without
-    one; routes with `auth: mtls` then answer 401 to it. `required` ends the
-    handshake of a client without a valid certificate. The CA bundle is the
-    only trust for client certificates: the system roots are never used.
+    `none` requests no certificate. `optional` requests one but also accepts
+    a client without it, and routes with `auth: mtls` respond 401 to such a
+    client. `required` ends the handshake of a client without a valid
+    certificate. The CA bundle is the only trust anchor for client
+    certificates, because the system roots are never used.
     """
 
     mode: Literal["none", "optional", "required"] = "none"
@@ -98,7 +100,7 @@ class ClientAuthConfig(_Model):
 
 
 class SniPolicy(_Model):
-    """Settings for the server names a client may ask for in the handshake (SNI).
+    """Settings for the server names a client may request in the handshake (SNI).
 
     A request whose Host falls under another policy than the one chosen in
     the handshake gets 421 Misdirected Request, so a client cannot pass the
@@ -139,9 +141,9 @@ class TlsListenerConfig(_Model):
 
     `profile` follows Mozilla's server-side TLS guidelines, version 6.0: `modern` is
     TLS 1.3 only, `intermediate` adds TLS 1.2 with ECDHE and AEAD ciphers.
-    Certificates are chosen by the name the client asks for; the first one
-    serves clients that ask for none or for an unknown name. The files are
-    read again when they change, every `reload_interval`.
+    Certificates are chosen by the server name the client requests. The first
+    one serves clients that send no name or an unknown one. The files are
+    checked for changes every `reload_interval` and read again when they change.
     """
 
     listen: ListenAddress = ("127.0.0.1", 8443)
@@ -149,10 +151,10 @@ class TlsListenerConfig(_Model):
     certificates: tuple[CertificateFiles, ...] = Field(min_length=1)
     client_auth: ClientAuthConfig = ClientAuthConfig()
     sni: tuple[SniPolicy, ...] = ()
-    # The plain `server.listen` answers every request with 308 to HTTPS.
+    # The plain `server.listen` responds to every request with a 308 redirect to HTTPS.
     redirect_http: bool = True
     session_tickets: bool = True
-    # Ticket keys are replaced this often; a ticket stays valid for two periods.
+    # Ticket keys are replaced this often, and a ticket stays valid for two periods.
     ticket_key_rotation: Duration = Field(43_200.0, ge=60)
     reload_interval: Duration = Field(5.0, ge=0.5)
     handshake_timeout: Duration = Field(10.0, gt=0)
@@ -170,7 +172,10 @@ class TlsListenerConfig(_Model):
 
 
 def parse_pin(value: object) -> str:
-    """Check one public-key pin: the base64 SHA-256 of a SubjectPublicKeyInfo."""
+    """Validate a public-key pin and return its base64 text without the `sha256/` prefix.
+
+    A pin is the base64 SHA-256 digest of a DER SubjectPublicKeyInfo.
+    """
     text = str(value).strip()
     if text.startswith("sha256/"):
         text = text[len("sha256/") :]
@@ -188,7 +193,7 @@ def parse_pin(value: object) -> str:
 
 
 class ClientTlsConfig(_Model):
-    """TLS from the gateway to a server it connects to: an upstream or Redis.
+    """TLS settings for the gateway's connections to an upstream or to Redis.
 
     The server's certificate is verified against `ca` (the system roots when
     unset) and the host name, or `server_name` when set. `pins` adds a check

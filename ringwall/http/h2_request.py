@@ -1,8 +1,8 @@
-"""The request rules of HTTP/2 (RFC 9113 section 8) for one header block: no I/O.
+"""Checks of one HTTP/2 request header block against RFC 9113 section 8, without I/O.
 
 h2's own validation of received headers would end the whole connection for
 a malformed request, so the server turns it off and applies these rules
-per stream: a malformed request gets 400 on its stream.
+per stream. A malformed request gets 400 on its own stream.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ _PSEUDO_FIELDS = frozenset({b":method", b":scheme", b":authority", b":path"})
 _CONNECTION_SPECIFIC = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
-# RFC 9110 section 5.1 tokens; RFC 9113 section 8.2.1 requires lowercase field names.
+# Tokens (RFC 9110 section 5.1) in lowercase, as RFC 9113 section 8.2.1 requires.
 _FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 _METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # RFC 9113 section 8.2.1: no NUL, CR or LF, and no leading or trailing
@@ -40,9 +40,9 @@ def split_fields(
     Returns the pseudo-header fields by name, and the regular fields with
     the `cookie` fields joined into one for HTTP/1.1 (RFC 9113 section
     8.2.3). Raises a Rejection for a malformed block (RFC 9113 sections 8.2
-    and 8.3) or one over the limits: `max_list_size` as
-    SETTINGS_MAX_HEADER_LIST_SIZE counts it, and `max_count` and `max_bytes`
-    as they apply to an HTTP/1.1 header section.
+    and 8.3) or one over the limits. `max_list_size` bounds the block's size
+    as SETTINGS_MAX_HEADER_LIST_SIZE counts it, and `max_count` and
+    `max_bytes` bound the fields as they bound an HTTP/1.1 header section.
     """
     pseudo: dict[bytes, bytes] = {}
     fields: list[tuple[bytes, bytes]] = []

@@ -1,4 +1,4 @@
-"""One HTTP/2 client connection (RFC 9113): each stream is one exchange through the layers.
+"""One HTTP/2 client connection (RFC 9113), in which each stream is one exchange through the layers.
 
 h2 parses the frames and keeps the connection and stream states, behind
 `FrameGuard` and with the stream limit of `GuardedH2Connection` (see
@@ -13,7 +13,7 @@ enforces:
   ENHANCE_YOUR_CALM (Rapid Reset, CVE-2023-44487). An exchange whose stream
   was reset still counts against SETTINGS_MAX_CONCURRENT_STREAMS until it
   finishes.
-- Request bodies are flow controlled: a stream's window is given back only
+- Request bodies are flow controlled. A stream's window is given back only
   while its body buffers little, so the request bodies of one connection
   take at most `initial_window_size` plus `_HELD_BODY_BYTES` a stream. A
   body that a layer reads whole (JSON validation, the WAF) is the exception
@@ -84,7 +84,7 @@ _SEND_HIGH_WATER = 256 * 1024
 
 
 class H2Connection(asyncio.Protocol):
-    """Serve HTTP/2 on a transport whose TLS handshake chose h2, or with prior knowledge."""
+    """The server side of one HTTP/2 connection, negotiated by ALPN h2 or with prior knowledge."""
 
     def __init__(
         self,
@@ -93,7 +93,7 @@ class H2Connection(asyncio.Protocol):
         *,
         settings: Http2Config | None = None,
     ) -> None:
-        """Serve for `worker`; `handshake` is None on a connection without TLS.
+        """Set up the connection for `worker`. `handshake` is None on a connection without TLS.
 
         `settings` defaults to `server.tls.http2` of the running configuration,
         or to `Http2Config()` without `server.tls`.
@@ -117,17 +117,17 @@ class H2Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer_ip = ""
         self.streams: dict[int, _Stream] = {}
-        self.tunnel: UpstreamConnection | None = None  # never set: a tunnel needs HTTP/1.1
+        self.tunnel: UpstreamConnection | None = None  # never set, as a tunnel needs HTTP/1.1
         self.requests = 0
         self.read_paused = False
         self._closing = False
-        # h2 has sent GOAWAY and takes no more frames to send; the connection is ending.
+        # True once h2 has sent GOAWAY and accepts no more frames, so the connection is ending.
         self._h2_closed = False
-        # Deadlines in loop time; 0 means not set. The worker's sweeper checks them.
+        # Deadlines in loop time, where 0 means not set. The worker's sweeper checks them.
         self.idle_deadline = 0.0
         self.head_deadline = 0.0
         self.write_paused_since = 0.0
-        # A rejection for every request: a banned client or one over a connection limit.
+        # The rejection for every request of a banned client or one over a connection limit.
         self.refusal: Rejection | None = None
         # Streams whose layers wait for the end of this read (see `_Stream.defers_start`).
         self._deferred: list[_Stream] = []
@@ -203,7 +203,7 @@ class H2Connection(asyncio.Protocol):
         self.flush()
 
     def _set_deadlines(self) -> None:
-        """Run the head deadline while a header block is open, else the idle one without streams."""
+        """Set the head deadline while a header block is open, or the idle one without streams."""
         timeouts = self.worker.runtime.timeouts
         if self.guard.in_header_block:
             # CONTINUATION frames sent slowly must not hold the connection forever.
@@ -248,7 +248,7 @@ class H2Connection(asyncio.Protocol):
             self._request_received(event)
         elif isinstance(event, h2.events.StreamEnded):
             # Trailers also end the stream. h2 counts their fields against the
-            # header list size; they are never forwarded.
+            # header list size, but they are never forwarded.
             stream = self.streams.get(event.stream_id or 0)
             if stream is not None:
                 stream.request_ended()
@@ -303,7 +303,7 @@ class H2Connection(asyncio.Protocol):
             stream.client_gone(ConnectionResetError("the client reset the stream"))
 
     def _count_reset(self) -> None:
-        """Count a stream reset by the client or refused; past the limit, send GOAWAY."""
+        """Count a reset or refused stream, and send GOAWAY once past the limit."""
         now = self.loop.time()
         if now >= self._reset_window_end:
             # NOTE: a fixed window, so up to twice the limit can pass around a window's end.
@@ -371,7 +371,7 @@ class H2Connection(asyncio.Protocol):
     def closing(self, value: bool) -> None:
         if value and not self._closing and not self._h2_closed and self.transport is not None:
             # Draining: with GOAWAY the client opens no more streams, and the
-            # open ones still finish. h2 would take no frames after its own
+            # open ones still finish. h2 would accept no frames after its own
             # GOAWAY, so this one is written past it.
             self.flush()
             goaway = GoAwayFrame(0)
@@ -404,7 +404,7 @@ class H2Connection(asyncio.Protocol):
 
     @property
     def sending(self) -> bool:
-        """Whether h2 still takes frames to send."""
+        """True while h2 still accepts frames to send."""
         return not self._h2_closed
 
     def _pause_reading(self) -> None:
@@ -438,7 +438,7 @@ class H2Connection(asyncio.Protocol):
 
 
 class _StreamForwarder(Forwarder):
-    """The forwarder of one HTTP/2 stream: the response head becomes a HEADERS frame."""
+    """The forwarder of one HTTP/2 stream, which sends the response head as a HEADERS frame."""
 
     __slots__ = ("stream",)
 
@@ -520,7 +520,7 @@ class _Stream(ExchangeDriver):
     # -- the request --
 
     def read_request(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
-        """Make the exchange of this stream from its header block."""
+        """Create the exchange of this stream from its header block."""
         connection = self.connection
         runtime = self.worker.runtime
         exchange = Exchange(runtime, self.peer_ip, self.loop.time(), time.time())
@@ -615,7 +615,7 @@ class _Stream(ExchangeDriver):
     def data_received(self, data: bytes, flow_controlled_length: int) -> None:
         exchange = self.exchange
         body = self.body
-        # Padding is given back at once: it is never buffered.
+        # Padding is given back at once, because it is never buffered.
         padding = flow_controlled_length - len(data)
         if exchange is None or body is None or self.finished or body.error is not None:
             self.connection.acknowledge(self.stream_id, flow_controlled_length)
@@ -638,13 +638,13 @@ class _Stream(ExchangeDriver):
             self.body.finish()
 
     def _give_back_window(self) -> None:
-        """Give back the window of bytes the body no longer holds, beyond `_HELD_BODY_BYTES`."""
+        """Give back the window of received bytes except those buffered past `_HELD_BODY_BYTES`."""
         body = self.body
         if not self.unacknowledged:
             return
         keep = 0
         # NOTE: a body that a layer reads whole gets all its window back, so one
-        # connection can hold max_concurrent_streams times the body limit.
+        # connection can buffer max_concurrent_streams times the body limit.
         if body is not None and not body.collecting and body.error is None and not self.finished:
             keep = min(self.unacknowledged, max(0, body.buffered - _HELD_BODY_BYTES))
         returned = self.unacknowledged - keep
@@ -707,7 +707,7 @@ class _Stream(ExchangeDriver):
 
     def _reject(self, exchange: Exchange, rejection: Rejection) -> None:
         if not self._note_rejection(exchange, rejection):
-            return  # the response already started: `_finish` resets the stream
+            return  # the response already started, so `_finish` resets the stream
         body = problem_body(rejection, exchange.request_id)
         fields = problem_fields(
             rejection,
@@ -843,7 +843,7 @@ class _Stream(ExchangeDriver):
         body = self.body
         self._give_back_window()  # the forwarder may have taken the body since the last read
         if not self.body_started or body is None or body.error is not None or self.unacknowledged:
-            return  # no body on the way, or the gateway itself holds back the window
+            return  # no body on the way, or the gateway itself withholds the window
         if now - self.body_progress > timeouts.body_idle:
             self._time_out("no part of the request body arrived within the body idle timeout")
             return
@@ -864,4 +864,4 @@ class _Stream(ExchangeDriver):
 
 
 def _no_pause() -> None:
-    """Leave reading on: a stream's body is bounded by withholding its window instead."""
+    """Leave reading on, because a stream's body is bounded by withholding its window instead."""

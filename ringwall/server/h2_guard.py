@@ -1,7 +1,7 @@
 """h2's server connection with the gateway's limits on frames and streams.
 
 h2 4.4.1 buffers a whole frame of any declared length before it compares the
-length with SETTINGS_MAX_FRAME_SIZE, and holds up to 64 CONTINUATION frames
+length with SETTINGS_MAX_FRAME_SIZE, and buffers up to 64 CONTINUATION frames
 of one header block before it decodes any of them. `FrameGuard` reads every
 frame header before h2 parses the bytes, so the connection can end at the
 first header past the limits and a CONTINUATION flood (CVE-2024-27919 and
@@ -32,7 +32,7 @@ _END_HEADERS = 0x4
 
 
 class FrameLimitError(Exception):
-    """A frame header broke a limit of `FrameGuard`; the connection ends with `error_code`."""
+    """A frame header broke a limit of `FrameGuard`, so the connection ends with `error_code`."""
 
     def __init__(self, error_code: ErrorCodes, reason: str) -> None:
         super().__init__(reason)
@@ -41,11 +41,11 @@ class FrameLimitError(Exception):
 
 
 class FrameGuard:
-    """Read the frame headers of the raw input before h2 buffers the frames.
+    """A check of each frame header in the raw input, run before h2 buffers the frame.
 
     `max_block_bytes` bounds the encoded header block of HEADERS and its
-    CONTINUATION frames together, `max_continuations` the number of
-    CONTINUATION frames in it.
+    CONTINUATION frames together, and `max_continuations` bounds the number
+    of CONTINUATION frames in it.
     """
 
     __slots__ = (
@@ -73,11 +73,14 @@ class FrameGuard:
 
     @property
     def in_header_block(self) -> bool:
-        """Whether a header block has started and its END_HEADERS has not arrived."""
+        """True while a header block has started and its END_HEADERS has not arrived."""
         return self._block_stream != 0
 
     def feed(self, data: bytes) -> None:
-        """Check the frame headers that `data` completes; raise FrameLimitError on a violation."""
+        """Check each frame header that `data` completes.
+
+        Raises FrameLimitError on a violation.
+        """
         position = 0
         size = len(data)
         if self._preface_left:
@@ -181,8 +184,8 @@ class GuardedH2Connection(h2.connection.H2Connection):
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.initial_window_size,
             },
         )
-        # Lists up to twice the advertised size are decoded and get 431 on their
-        # stream; h2 ends the connection for larger ones (ENHANCE_YOUR_CALM).
+        # Header lists up to twice the advertised size are decoded and get 431
+        # on their stream. h2 ends the connection for larger ones (ENHANCE_YOUR_CALM).
         self.decoder.max_header_list_size = 2 * settings.max_header_list_size
         # Streams reset with REFUSED_STREAM whose events are still to be read.
         self.refused: set[int] = set()

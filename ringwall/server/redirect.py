@@ -1,6 +1,7 @@
-"""The plain-HTTP listener of a gateway that serves HTTPS: every request gets 308 to HTTPS.
+"""The plain-HTTP listener of a gateway that serves HTTPS, which redirects every request.
 
-308 keeps the method and body, so a client that posted over HTTP posts
+Each request gets 308 Permanent Redirect to the same URL over HTTPS. 308
+keeps the method and body, so a client that posted over HTTP posts
 again over HTTPS instead of turning the request into a GET. The request is
 not forwarded anywhere, and the connection closes after the response.
 """
@@ -54,7 +55,7 @@ class RedirectConnection(asyncio.Protocol):
         if self.received:
             self._reject(RequestTimeout(LAYER, "the request head took too long", close=True))
         else:
-            self.transport.abort()  # nothing arrived: no response, like the HTTPS port
+            self.transport.abort()  # nothing arrived, so no response, as on the HTTPS port
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._deadline is not None:

@@ -77,7 +77,7 @@ class ClientTls:
 
 
 def build_client_tls(config: ClientTlsConfig | None) -> ClientTls:
-    """Build the context and pin set for `config`; None means system roots and no pins.
+    """Build the context and pin set for `config`, where None means system roots and no pins.
 
     Raises ClientTlsError, naming the file, when the CA bundle contains no
     usable certificate or the client key cannot be loaded or does not match
@@ -91,7 +91,7 @@ def build_client_tls(config: ClientTlsConfig | None) -> ClientTls:
         )
     except ssl.SSLError as exc:
         raise ClientTlsError(
-            f"CA file {config.ca}: no CA certificate could be loaded ({exc.reason or exc}); "
+            f"CA file {config.ca}: no CA certificate could be loaded ({exc.reason or exc}): "
             "expected PEM certificates"
         ) from None
     context.minimum_version = MINIMUM_VERSION

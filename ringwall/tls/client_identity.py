@@ -15,7 +15,7 @@ A certificate without the EKU extension is accepted. RFC 5280 (section
 purpose that OpenSSL 3 (`check_purpose_ssl_client` in crypto/x509/v3_purp.c)
 and BoringSSL (selected in ssl/ssl_x509.cc) apply when a TLS server verifies
 a client, and nginx and Envoy verify client certificates through those
-libraries. As in OpenSSL, anyExtendedKeyUsage alone does not stand in for
+libraries. As in OpenSSL, anyExtendedKeyUsage alone does not count as
 clientAuth.
 
 Every rejection raises `ClientCertificateRejected`, whose reason is one of
@@ -106,7 +106,7 @@ class ClientCertificate:
     """The fields of a client's leaf certificate that the mTLS policy reads.
 
     `names` are the DNS, email (rfc822Name), URI and IP address SANs in
-    certificate order; other SAN types are left out. `subject` and `issuer`
+    certificate order. Other SAN types are left out. `subject` and `issuer`
     are RFC 4514 strings, as `openssl x509 -nameopt RFC2253` prints them.
     `extended_key_usage` contains dotted OIDs, or is None when the certificate
     has no EKU extension.
@@ -153,7 +153,7 @@ class NameRule:
     `a.clients.example.test` but neither `a.b.clients.example.test` nor
     `clients.example.test`. DNS names are compared without regard to ASCII
     case, and every other kind exactly. A rule matches only a name of its own
-    kind: a `dns` rule never matches an email or URI SAN.
+    kind, so a `dns` rule never matches an email or URI SAN.
     """
 
     kind: NameKind
@@ -273,12 +273,13 @@ def check_validity(certificate: ClientCertificate, now: datetime.datetime) -> No
 def check_client_certificate(
     certificate: ClientCertificate, allow: Iterable[NameRule], now: datetime.datetime
 ) -> tuple[SanKind, str] | None:
-    """Apply every check to `certificate`; return the SAN that matched an allow rule.
+    """Apply every check to `certificate` and return the SAN that matched an allow rule.
 
     The return value is the type and value of the first SAN, in certificate
     order, that matches a rule of `allow`. It is None when `allow` is empty
-    or only a subject rule matched. Raises ClientCertificateRejected for the first check that fails,
-    in this order: validity, extended key usage, NUL bytes, allow rules.
+    or only a subject rule matched. Raises ClientCertificateRejected for the
+    first check that fails, in this order: validity, extended key usage, NUL
+    bytes, allow rules.
     """
     check_validity(certificate, now)
     usage = certificate.extended_key_usage

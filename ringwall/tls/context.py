@@ -10,7 +10,7 @@ open connections keep theirs.
 
 Session tickets are encrypted with keys derived from a secret that the
 supervisor makes before forking, so any worker can resume a session that
-another worker started. A connection under a policy that asks for client
+another worker started. A connection under a policy that requests client
 certificates gets no ticket, so a session never carries a client
 certificate to another name or past its check.
 """
@@ -70,7 +70,7 @@ _CERT_REQS = {
 
 
 class TlsConfigError(RingwallError):
-    """A certificate, key or CA file that cannot serve the listener, with its key path."""
+    """A certificate, key or CA file that the listener cannot use, with its config key path."""
 
     def __init__(self, key_path: str, problem: str) -> None:
         super().__init__(f"{key_path}: {problem}")
@@ -124,7 +124,7 @@ def _read_certificate(index: int, cert: Path, key: Path) -> _Certificate:
     except (OSError, ssl.SSLError) as exc:
         raise TlsConfigError(
             f"{key_path}.key",
-            f"cannot use {key} with {cert}: {exc}; check that the key "
+            f"cannot use {key} with {cert}: {exc}. Check that the key "
             "belongs to the certificate and is not encrypted",
         ) from None
     return _Certificate(cert, key, frozenset(dns), frozenset(ips), _stamp(cert, key))
@@ -143,7 +143,10 @@ def new_ticket_secret() -> bytes:
 
 
 def check_tls_files(config: Config) -> str:
-    """Build the HTTPS listener's contexts once; return "" or the problem with its key path."""
+    """Build the HTTPS listener's contexts once to check its files.
+
+    Return "" if they load, or else the problem with its config key path.
+    """
     if config.server.tls is None:
         return ""
     try:
@@ -174,7 +177,7 @@ class ServerTls:
         self._ticket_period = -1
         self._alpn = alpn
         self.profile = config.profile
-        # Client certificates are asked for per connection, by the SNI callback.
+        # The SNI callback requests client certificates per connection.
         self.context = self._profile_context(ClientAuthConfig(), DEFAULT_POLICY)
         self.context.sni_callback = self._on_server_name
         if config.session_tickets and openssl.available():
@@ -190,7 +193,10 @@ class ServerTls:
     # -- configuration --
 
     def apply(self, config: TlsListenerConfig) -> None:
-        """Use the certificates and policies of `config`; raise TlsConfigError and keep the old."""
+        """Load the certificates and policies of `config` and switch to them.
+
+        On TlsConfigError the current certificates and policies stay in use.
+        """
         certificates = tuple(
             _read_certificate(index, files.cert, files.key)
             for index, files in enumerate(config.certificates)
@@ -209,7 +215,7 @@ class ServerTls:
         self._contexts = contexts
 
     def reload_changed_files(self) -> bool:
-        """Read the certificate files again if any changed; return whether they were replaced."""
+        """Reload the certificate files if any changed, and return whether they were replaced."""
         if all(
             _stamp(certificate.cert, certificate.key) == certificate.stamp
             for certificate in self._certificates
@@ -311,7 +317,7 @@ class ServerTls:
             if mode != "none":
                 if ssl_object.session_reused:
                     # No ticket is issued under this policy, so the session
-                    # comes from another name: it carries no checked certificate.
+                    # comes from another name and carries no checked certificate.
                     log.warning(
                         "TLS session resumed under another name's client certificate policy",
                         extra={"server_name": name},
@@ -328,7 +334,7 @@ class ServerTls:
         """Describe the finished handshake of `ssl_object`, or return None to drop the connection.
 
         TLS 1.2 decides on resumption after the SNI callback, so a session
-        resumed under a policy that asks for client certificates is found
+        resumed under a policy that requests client certificates is found
         here. No ticket is issued under such a policy, so the session comes
         from another name and carries no checked certificate.
         """

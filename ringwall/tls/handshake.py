@@ -1,4 +1,4 @@
-"""What the TLS handshake of one client connection settled, as layers read it."""
+"""The result of a client connection's TLS handshake, as the request layers read it."""
 
 from __future__ import annotations
 

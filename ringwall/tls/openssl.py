@@ -3,14 +3,14 @@
 CPython 3.11's `ssl` cannot limit the key-exchange groups, set session
 ticket keys, set a session id context or a session timeout, or change the
 verify mode of a connection after the SNI callback moved it to another
-context. OpenSSL can, on the `SSL_CTX` and `SSL` pointers that CPython's
-objects hold. The functions are looked up in the `_ssl` module's own
-libssl, so they act on the same library copy.
+context. OpenSSL can do all of these through the `SSL_CTX` and `SSL`
+pointers stored in CPython's objects. The functions are looked up in the
+`_ssl` module's own libssl, so they act on the same library copy.
 
 The pointers are read from CPython's object layout (`PySSLContext` and
 `PySSLSocket` in Modules/_ssl.c: the pointer follows the object header).
 `available()` checks that layout on a real object once, and every caller
-has a documented way to go on without these settings when it fails.
+has a documented fallback for when the check fails.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def _pointer(obj: object) -> int:
 def _require() -> _Library:
     library = _library()
     if library is None:
-        raise RuntimeError("OpenSSL settings beyond the ssl module are not available here")
+        raise RuntimeError("OpenSSL settings beyond the ssl module are not available in this build")
     return library
 
 
@@ -135,7 +135,7 @@ def set_session_timeout(context: ssl.SSLContext, seconds: int) -> None:
 
 
 def ask_client_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket, mode: int) -> None:
-    """Make one connection, during its handshake, ask for a client certificate without tickets.
+    """Make one connection request a client certificate in its handshake, and issue no tickets.
 
     OpenSSL copies the verify mode and options into a connection when it is
     created, so a context chosen later by the SNI callback brings its

@@ -5,19 +5,13 @@ from pathlib import Path
 import pytest
 
 from ringwall.config import parse_config
-from ringwall.errors import ConfigError, ConfigIssue
+from tests.support.config_issues import issues_of
 from tests.support.tls import make_tls_files
 
 
 @pytest.fixture
 def files(tmp_path: Path) -> tuple[Path, Path, Path]:
     return make_tls_files(tmp_path)
-
-
-def issues_of(text: str) -> list[ConfigIssue]:
-    with pytest.raises(ConfigError) as caught:
-        parse_config(text, {})
-    return caught.value.issues
 
 
 def server_tls(cert: Path, key: Path, extra: str = "") -> str:
@@ -60,7 +54,7 @@ def test_empty_ca_file(tmp_path: Path, files: tuple[Path, Path, Path]) -> None:
     extra = f"    client_auth: {{mode: optional, ca: {empty}}}\n"
     issues = issues_of(server_tls(cert, key, extra))
     assert issues[0].path == "server.tls.client_auth.ca"
-    assert "holds no PEM block" in issues[0].message
+    assert "contains no PEM block" in issues[0].message
 
 
 def test_unreadable_ca_file(tmp_path: Path, files: tuple[Path, Path, Path]) -> None:

@@ -1,8 +1,8 @@
 """Client-certificate authentication: turn a verified certificate into an `Identity`.
 
 The policy itself (validity, extended key usage, allow rules, subject,
-roles) is `ringwall.tls.client_identity`. This module applies it per
-request and caches the result per certificate.
+roles) is implemented in `ringwall.tls.client_identity`. This module
+applies it per request and caches the result per certificate.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ from ringwall.tls.client_identity import ClientIdentity, check_validity, identif
 METHOD = "mtls"
 # Identities of accepted certificates kept per worker. A client keeps one
 # certificate for many requests and connections, so a few thousand entries
-# cover the clients of one gateway. The oldest entry goes first when it is full.
+# cover the clients of one gateway. When the cache is full, the oldest entry is evicted.
 _CACHE_SIZE = 4096
 
 
 class ClientCertificates:
     """The certificates that `auth.mtls` accepts, and the identities they give.
 
-    NOTE: revocation is not checked: no CRL or OCSP, and `auth.revocations`
-    lists no certificates. A certificate stays accepted until its notAfter.
+    NOTE: certificate revocation is not checked. There is no CRL or OCSP
+    lookup, and `auth.revocations` covers only tokens. A certificate stays
+    accepted until its notAfter.
     """
 
     def __init__(self, config: MtlsConfig, cache_size: int = _CACHE_SIZE) -> None:
