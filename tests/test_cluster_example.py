@@ -9,18 +9,12 @@ import pytest
 from ringwall.cli import main
 from tests.support.client import request
 from tests.support.gateway_process import Gateway, free_port
-from tests.support.raw_upstream import RawUpstream, running_raw_upstream
+from tests.support.raw_upstream import RawUpstream
 from tests.support.redis_servers import shared_redis_prefix
 from tests.support.waiting import wait_for
 
 CONFIG = Path(__file__).parent.parent / "examples" / "cluster" / "ringwall.yaml"
 REDIS_URL = "redis://127.0.0.1:6379"
-
-
-@pytest.fixture
-def upstream() -> Iterator[RawUpstream]:
-    with running_raw_upstream() as server:
-        yield server
 
 
 @pytest.fixture

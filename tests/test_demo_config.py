@@ -3,7 +3,6 @@
 import base64
 import contextlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,17 +10,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ringwall.config import load_config
 from ringwall.demo.backend import DemoBackend
-from ringwall.demo.idp import DemoIdentityProvider
-from ringwall.demo.issuer import DemoIssuer, create_admin_token, load_or_create_issuer
-from ringwall.demo.runner import DEMO_CONFIG, GATEWAY_KEY_FILE
-from ringwall.gateway.upstream_token import create_signing_key
-from tests.support.backend_thread import running_backend
+from ringwall.demo.issuer import DemoIssuer
 from tests.support.client import RawClient, Response, request
-from tests.support.demo_certs import demo_certs_dir
-from tests.support.gateway_thread import GatewayThread, running_gateway
-from tests.support.loop_thread import running_loop
+from tests.support.demo_gateway import Demo, running_demo
+from tests.support.gateway_thread import GatewayThread
 from tests.support.tokens import b64, hs256_token
 
 TWO_MB = 2 * 1000 * 1000
@@ -33,36 +26,24 @@ def requests_except_health(backend: DemoBackend) -> list[str]:
 
 
 @pytest.fixture
-def backend() -> Iterator[DemoBackend]:
-    with running_backend() as server:
-        yield server
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    with running_demo(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
-def issuer(tmp_path: Path) -> DemoIssuer:
-    create_signing_key(tmp_path / "state" / GATEWAY_KEY_FILE)
-    create_admin_token(tmp_path / "state")
-    return load_or_create_issuer(tmp_path / "state")
+def backend(demo: Demo) -> DemoBackend:
+    return demo.backend
 
 
 @pytest.fixture
-def gateway(backend: DemoBackend, issuer: DemoIssuer, tmp_path: Path) -> Iterator[GatewayThread]:
-    with running_loop("demo-idp") as loop_thread:
-        idp = DemoIdentityProvider(issuer.state_dir)
-        loop_thread.run(idp.start())
-        environ = {
-            **os.environ,
-            "DEMO_BACKEND_URL": f"http://127.0.0.1:{backend.port}",
-            "DEMO_IDP_URL": f"http://127.0.0.1:{idp.port}",
-            "DEMO_STATE_DIR": str(issuer.state_dir),
-            "DEMO_CERTS_DIR": str(demo_certs_dir()),
-        }
-        config = load_config(DEMO_CONFIG, environ)
-        try:
-            with running_gateway(config, tmp_path) as server:
-                yield server
-        finally:
-            loop_thread.run(idp.stop())
+def issuer(demo: Demo) -> DemoIssuer:
+    return demo.issuer
+
+
+@pytest.fixture
+def gateway(demo: Demo) -> GatewayThread:
+    return demo.gateway
 
 
 def test_products_served(gateway: GatewayThread) -> None:

@@ -6,27 +6,18 @@ mutated request or decide it exactly as the canonical path, and the
 backend must never receive a protected path without that decision.
 """
 
-import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ringwall.config import load_config
 from ringwall.demo.backend import DemoBackend
-from ringwall.demo.idp import DemoIdentityProvider
-from ringwall.demo.issuer import DemoIssuer, create_admin_token, load_or_create_issuer
-from ringwall.demo.runner import DEMO_CONFIG, GATEWAY_KEY_FILE
 from ringwall.errors import BadRequest
-from ringwall.gateway.upstream_token import create_signing_key
 from ringwall.http.canonical import canonical_path
-from tests.support.backend_thread import running_backend
 from tests.support.client import request
-from tests.support.demo_certs import demo_certs_dir
-from tests.support.gateway_thread import GatewayThread, running_gateway
-from tests.support.loop_thread import running_loop
+from tests.support.demo_gateway import running_demo, without_limits
+from tests.support.gateway_thread import GatewayThread
 
 # The caller owns acc-1001 and has role customer, so these paths must stay refused.
 PROTECTED = [
@@ -80,32 +71,10 @@ MUTATIONS: dict[str, Callable[[str], str]] = {
 def setup(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[GatewayThread, DemoBackend, str]]:
-    tmp_path = tmp_path_factory.mktemp("demo-paths")
-    state = tmp_path / "state"
-    create_signing_key(state / GATEWAY_KEY_FILE)
-    create_admin_token(state)
-    issuer: DemoIssuer = load_or_create_issuer(state)
-    token = issuer.mint("alice", roles=("customer",), accounts=("acc-1001",))
-    with running_backend() as backend, running_loop("demo-idp") as loop_thread:
-        idp = DemoIdentityProvider(state)
-        loop_thread.run(idp.start())
-        environ = {
-            **os.environ,
-            "DEMO_BACKEND_URL": f"http://127.0.0.1:{backend.port}",
-            "DEMO_IDP_URL": f"http://127.0.0.1:{idp.port}",
-            "DEMO_STATE_DIR": str(state),
-            "DEMO_CERTS_DIR": str(demo_certs_dir()),
-        }
-        config = load_config(DEMO_CONFIG, environ)
-        # Hundreds of requests from one address would trip the demo's ban rule and limits.
-        routes = tuple(route.model_copy(update={"limits": ()}) for route in config.routes)
-        limits = config.limits.model_copy(update={"bans": ()})
-        config = config.model_copy(update={"limits": limits, "routes": routes})
-        try:
-            with running_gateway(config, Path(tmp_path)) as gateway:
-                yield gateway, backend, token
-        finally:
-            loop_thread.run(idp.stop())
+    # Hundreds of requests from one address would trip the demo's ban rule and limits.
+    with running_demo(tmp_path_factory.mktemp("demo-paths"), adjust=without_limits) as demo:
+        token = demo.issuer.mint("alice", roles=("customer",), accounts=("acc-1001",))
+        yield demo.gateway, demo.backend, token
 
 
 def status(gateway: GatewayThread, target: str, token: str) -> int:

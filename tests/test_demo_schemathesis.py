@@ -6,7 +6,7 @@ The document is read from ringwall/demo/openapi.json and every request goes
 to 127.0.0.1.
 
 The gateway runs the demo configuration as shipped, without its rate
-limits and bans (see `without_limits`), and must:
+limits and bans (see `tests.support.demo_gateway.without_limits`), and must:
 
 - respond to every request with a status below 500;
 - forward only requests that conform to the document. The backend records
@@ -16,7 +16,6 @@ limits and bans (see `without_limits`), and must:
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,19 +27,12 @@ import requests
 import schemathesis
 from schemathesis.checks import not_a_server_error
 
-from ringwall.config import Config, load_config
 from ringwall.demo import api as demo_api
 from ringwall.demo.api import ReceivedRequest, openapi_document
 from ringwall.demo.backend import DemoBackend
-from ringwall.demo.idp import DemoIdentityProvider
-from ringwall.demo.issuer import create_admin_token, load_or_create_issuer
-from ringwall.demo.runner import DEMO_CONFIG, GATEWAY_KEY_FILE
 from ringwall.gateway.auth.api_keys import ApiKeyStore
-from ringwall.gateway.upstream_token import create_signing_key
-from tests.support.backend_thread import running_backend
-from tests.support.demo_certs import demo_certs_dir
-from tests.support.gateway_thread import GatewayThread, running_gateway
-from tests.support.loop_thread import running_loop
+from tests.support.demo_gateway import running_demo, without_limits
+from tests.support.gateway_thread import GatewayThread
 from tests.support.openapi_conformance import SpecConformance
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "ringwall" / "demo" / "openapi.json"
@@ -102,67 +94,35 @@ class DemoStack:
         return f"http://127.0.0.1:{self.gateway.port}"
 
 
-def without_limits(config: Config) -> Config:
-    """Return `config` without rate limits and bans.
-
-    Hundreds of requests from one address and one user would trip the demo's
-    limits and its ban rule, and their 429 and 403 would hide the validation
-    this test is about.
-    """
-    routes = tuple(route.model_copy(update={"limits": ()}) for route in config.routes)
-    limits = config.limits.model_copy(update={"bans": ()})
-    return config.model_copy(update={"limits": limits, "routes": routes})
-
-
 @contextmanager
-def running_demo(tmp_path: Path) -> Iterator[DemoStack]:
+def running_demo_stack(tmp_path: Path) -> Iterator[DemoStack]:
     """Start the demo backend, identity provider and a gateway with the shipped configuration."""
-    state = tmp_path / "state"
-    create_signing_key(state / GATEWAY_KEY_FILE)
-    create_admin_token(state)
-    issuer = load_or_create_issuer(state)
-    bearer_token = issuer.mint(
-        "alice", roles=("customer", "admin"), accounts=("acc-1001", "acc-2002")
-    )
     keys = ApiKeyStore()
     _, api_key = keys.create("partner-1", roles=("partner",), now=time.time())
-    keys.save(state / "api-keys.json")
-    with (
-        pytest.MonkeyPatch.context() as patch,
-        running_backend() as backend,
-        running_loop("demo-idp") as loop_thread,
-    ):
+    with pytest.MonkeyPatch.context() as patch:
         for name in (
             "MAX_SLOW_DELAY_SECONDS",
             "DEFAULT_SLOW_DELAY_SECONDS",
             "MAX_STREAM_INTERVAL_SECONDS",
         ):
             patch.setattr(demo_api, name, MAX_WAIT_SECONDS)
-        idp = DemoIdentityProvider(state)
-        loop_thread.run(idp.start())
-        environ = {
-            **os.environ,
-            "DEMO_BACKEND_URL": f"http://127.0.0.1:{backend.port}",
-            "DEMO_IDP_URL": f"http://127.0.0.1:{idp.port}",
-            "DEMO_STATE_DIR": str(state),
-            "DEMO_CERTS_DIR": str(demo_certs_dir()),
-        }
-        config = without_limits(load_config(DEMO_CONFIG, environ))
-        session = requests.Session()
-        # No proxy from the environment and no .netrc credentials, so every
-        # request goes straight to the gateway on 127.0.0.1.
-        session.trust_env = False
-        try:
-            with running_gateway(config, tmp_path) as gateway:
-                yield DemoStack(gateway, backend, session, bearer_token, api_key.reveal())
-        finally:
-            session.close()
-            loop_thread.run(idp.stop())
+        with running_demo(tmp_path, adjust=without_limits, api_keys=keys) as demo:
+            bearer_token = demo.issuer.mint(
+                "alice", roles=("customer", "admin"), accounts=("acc-1001", "acc-2002")
+            )
+            session = requests.Session()
+            # No proxy from the environment and no .netrc credentials, so every
+            # request goes straight to the gateway on 127.0.0.1.
+            session.trust_env = False
+            try:
+                yield DemoStack(demo.gateway, demo.backend, session, bearer_token, api_key.reveal())
+            finally:
+                session.close()
 
 
 @pytest.fixture(scope="module")
 def shipped_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
-    with running_demo(tmp_path_factory.mktemp("shipped")) as stack:
+    with running_demo_stack(tmp_path_factory.mktemp("shipped")) as stack:
         yield stack
 
 

@@ -24,18 +24,17 @@ from auth_chain import (
 )
 from jwt_cold import ColdTimings, format_cold_report
 from report import (
-    SystemResult,
     auth_chain_ratio,
     auth_chain_verdict,
     format_auth_chain_lines,
     result_to_json,
 )
-from wrk_output import SocketErrors, WrkResult
 
 from ringwall.config import parse_config
 from ringwall.config.model import LogConfig
 from ringwall.gateway.auth.jwk import parse_jwks
 from ringwall.gateway.auth.jws import StaticKeySet, verify_compact
+from tests.support.bench_results import system_result
 
 
 def _payload(token: str) -> dict[str, object]:
@@ -172,28 +171,19 @@ def test_redact_authorization_header() -> None:
     assert command[4] == "authorization: Bearer abc.def.ghi"
 
 
-def _result(name: str, requests: int, cpu_s: float, status: str = "ok") -> SystemResult:
-    wrk = WrkResult(
-        requests=requests,
-        duration_s=10.0,
-        requests_per_s=requests / 10.0,
-        latency_percentiles_us={"50": 900.0, "99": 2000.0},
-        socket_errors=SocketErrors(0, 0, 0, 0),
-        non_2xx_3xx=0,
-    )
-    return SystemResult(name, status, "pinning", wrk=wrk, proxy_cpu_s=cpu_s)
-
-
 def test_auth_chain_ratio_divides_plain_by_chain() -> None:
     # 40 µs per request plain, 50 µs with the JWT chain.
-    results = [_result("ringwall", 250_000, 10.0), _result("ringwall-auth", 200_000, 10.0)]
+    results = [
+        system_result("ringwall", 250_000, 10.0),
+        system_result("ringwall-auth", 200_000, 10.0),
+    ]
 
     assert auth_chain_ratio(results) == pytest.approx(0.8)
 
 
 def test_auth_chain_ratio_needs_valid_runs() -> None:
-    plain = _result("ringwall", 250_000, 10.0)
-    invalid_chain = _result("ringwall-auth", 200_000, 10.0, status="invalid")
+    plain = system_result("ringwall", 250_000, 10.0)
+    invalid_chain = system_result("ringwall-auth", 200_000, 10.0, status="invalid")
 
     assert auth_chain_ratio([plain]) is None
     assert auth_chain_ratio([plain, invalid_chain]) is None
@@ -222,13 +212,13 @@ def test_auth_chain_lines() -> None:
 
 
 def test_result_json_with_setup() -> None:
-    result = _result("ringwall-auth", 200_000, 10.0)
+    result = system_result("ringwall-auth", 200_000, 10.0)
     result.setup = {"algorithm": "RS256"}
 
     record = result_to_json(result)
 
     assert record["setup"] == {"algorithm": "RS256"}
-    assert "setup" not in result_to_json(_result("ringwall", 200_000, 10.0))
+    assert "setup" not in result_to_json(system_result("ringwall", 200_000, 10.0))
 
 
 def test_cold_report_lines() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from nginx_conf import write_proxy_conf
-from report import LAYER_BASES, LAYER_TARGETS, SystemResult, format_layer_lines, layer_ratios
+from report import LAYER_BASES, LAYER_TARGETS, format_layer_lines, layer_ratios
 from run import CLOSE_HEADERS, RINGWALL_BIN, SYSTEMS, Settings, _check_handshakes, wrk_command
 from tls_handshake_cost import contexts, server_handshake_seconds
 from tls_resumption import (
@@ -31,10 +31,10 @@ from tls_setup import (
     parse_handshake_counts,
     ringwall_tls_config,
 )
-from wrk_output import SocketErrors, WrkResult
 
 from ringwall.config import parse_config
 from ringwall.tls import context as ringwall_tls
+from tests.support.bench_results import system_result
 
 PEM = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"
 
@@ -44,18 +44,6 @@ def _files(directory: Path) -> TlsFiles:
     for path in (files.cert, files.key, files.ca):
         path.write_text(PEM)
     return files
-
-
-def _result(name: str, requests: int, cpu_s: float, status: str = "ok") -> SystemResult:
-    wrk = WrkResult(
-        requests=requests,
-        duration_s=10.0,
-        requests_per_s=requests / 10.0,
-        latency_percentiles_us={"50": 900.0, "99": 2000.0},
-        socket_errors=SocketErrors(0, 0, 0, 0),
-        non_2xx_3xx=0,
-    )
-    return SystemResult(name, status, "pinning", wrk=wrk, proxy_cpu_s=cpu_s)
 
 
 def test_ciphers_match_ringwall_intermediate() -> None:
@@ -148,10 +136,10 @@ def test_tls_pairs_targets() -> None:
 def test_tls_ratio_divides_nginx_by_ringwall() -> None:
     # 20 µs per request for nginx and 40 µs for Ringwall, then 300 and 500 µs per handshake.
     results = [
-        _result("nginx-tls", 500_000, 10.0),
-        _result("ringwall-tls", 250_000, 10.0),
-        _result("nginx-tls-handshake", 10_000, 3.0),
-        _result("ringwall-tls-handshake", 10_000, 5.0),
+        system_result("nginx-tls", 500_000, 10.0),
+        system_result("ringwall-tls", 250_000, 10.0),
+        system_result("nginx-tls-handshake", 10_000, 3.0),
+        system_result("ringwall-tls-handshake", 10_000, 5.0),
     ]
 
     ratios = layer_ratios(results)
@@ -173,8 +161,8 @@ def test_tls_ratio_lines() -> None:
 
 def test_tls_ratio_needs_valid_nginx() -> None:
     results = [
-        _result("nginx-tls", 500_000, 10.0, status="invalid"),
-        _result("ringwall-tls", 250_000, 10.0),
+        system_result("nginx-tls", 500_000, 10.0, status="invalid"),
+        system_result("ringwall-tls", 250_000, 10.0),
     ]
 
     assert layer_ratios(results)["ringwall-tls"] is None
@@ -193,7 +181,7 @@ def test_handshake_counts_reject_invalid(text: str) -> None:
 def test_check_handshakes_all_full(tmp_path: Path) -> None:
     counts = tmp_path / "counts.txt"
     counts.write_text("full 900\nresumed 0\n")
-    result = _result("ringwall-tls-handshake", 880, 0.5)
+    result = system_result("ringwall-tls-handshake", 880, 0.5)
 
     _check_handshakes(result, counts)
 
@@ -204,7 +192,7 @@ def test_check_handshakes_all_full(tmp_path: Path) -> None:
 def test_check_handshakes_resumed_invalid(tmp_path: Path) -> None:
     counts = tmp_path / "counts.txt"
     counts.write_text("full 5\nresumed 895\n")
-    result = _result("nginx-tls-handshake", 880, 0.5)
+    result = system_result("nginx-tls-handshake", 880, 0.5)
 
     _check_handshakes(result, counts)
 
@@ -213,7 +201,7 @@ def test_check_handshakes_resumed_invalid(tmp_path: Path) -> None:
 
 
 def test_check_handshakes_missing_counts(tmp_path: Path) -> None:
-    result = _result("nginx-tls-handshake", 880, 0.5)
+    result = system_result("nginx-tls-handshake", 880, 0.5)
 
     _check_handshakes(result, tmp_path / "missing.txt")
 
@@ -222,7 +210,7 @@ def test_check_handshakes_missing_counts(tmp_path: Path) -> None:
 
 
 def test_check_handshakes_keeps_earlier_reason(tmp_path: Path) -> None:
-    result = _result("nginx-tls-handshake", 880, 0.5, status="invalid")
+    result = system_result("nginx-tls-handshake", 880, 0.5, status="invalid")
     result.reason = "wrk reported socket errors or non-2xx/3xx responses"
 
     _check_handshakes(result, tmp_path / "missing.txt")

@@ -7,9 +7,9 @@ import pytest
 
 from ringwall.config import parse_config
 from ringwall.config.model import AUTH_METHODS, MtlsConfig, Route
-from ringwall.errors import ConfigError, ConfigIssue
 from ringwall.tls import devca
 from ringwall.tls.client_identity import NameRule
+from tests.support.config_issues import issue_at, issues_of
 
 NOW = datetime.datetime.now(datetime.UTC)
 
@@ -70,18 +70,6 @@ DEMO_MTLS = """\
     scopes:
       payments:write: [{uri: spiffe://example.test/payments}]
 """
-
-
-def issues_of(text: str) -> list[ConfigIssue]:
-    with pytest.raises(ConfigError) as caught:
-        parse_config(text, {})
-    return caught.value.issues
-
-
-def issue_at(issues: list[ConfigIssue], path: str) -> ConfigIssue:
-    matching = [issue for issue in issues if issue.path == path]
-    assert matching, f"no issue at {path!r} in {issues}"
-    return matching[0]
 
 
 def test_mtls_is_an_auth_method() -> None:

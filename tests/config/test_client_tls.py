@@ -9,20 +9,8 @@ from cryptography.hazmat.primitives import serialization
 
 from ringwall.config import parse_config
 from ringwall.config.tls import CertificateFiles
-from ringwall.errors import ConfigError, ConfigIssue
+from tests.support.config_issues import issue_at, issues_of
 from tests.support.tls_upstream import TestPki
-
-
-def issues_of(text: str) -> list[ConfigIssue]:
-    with pytest.raises(ConfigError) as caught:
-        parse_config(text, {})
-    return caught.value.issues
-
-
-def issue_at(issues: list[ConfigIssue], path: str) -> ConfigIssue:
-    matching = [issue for issue in issues if issue.path == path]
-    assert matching, f"no issue at {path!r} in {issues}"
-    return matching[0]
 
 
 def upstream_yaml(targets: str, tls: str = "") -> str:

@@ -6,6 +6,7 @@ import pytest
 
 from ringwall.config import Config, load_config, parse_config
 from ringwall.errors import ConfigError, ConfigIssue
+from tests.support.config_issues import issue_at, issues_of
 
 VALID = """\
 server:
@@ -59,20 +60,8 @@ upstreams:
 """
 
 
-def issues_of(text: str, environ: dict[str, str] | None = None) -> list[ConfigIssue]:
-    with pytest.raises(ConfigError) as caught:
-        parse_config(text, environ or {})
-    return caught.value.issues
-
-
 def paths_of(issues: list[ConfigIssue]) -> list[str]:
     return [issue.path for issue in issues]
-
-
-def issue_at(issues: list[ConfigIssue], path: str) -> ConfigIssue:
-    matching = [issue for issue in issues if issue.path == path]
-    assert matching, f"no issue at {path!r} in {issues}"
-    return matching[0]
 
 
 @pytest.fixture
@@ -203,7 +192,10 @@ def test_unknown_key_no_close_match() -> None:
     issue = issue_at(issues_of("zzzzzz: 1\n"), "zzzzzz")
 
     assert "did you mean" not in issue.message
-    assert "expected one of admin, auth, limits, logging, routes, security_headers, server, upstreams" in issue.message
+    assert (
+        "expected one of admin, auth, limits, logging, routes, security_headers, server, upstreams"
+        in issue.message
+    )
 
 
 def test_unknown_key_truncated() -> None:

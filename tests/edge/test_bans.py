@@ -15,7 +15,7 @@ from ringwall.server import admin as admin_api
 from ringwall.server.dispatch import BAN_RECHECK
 from tests.support.client import RawClient, request
 from tests.support.gateway_thread import GatewayThread, running_gateway
-from tests.support.raw_upstream import RawUpstream, running_raw_upstream
+from tests.support.raw_upstream import RawUpstream
 
 TOKEN = "t" * 40
 
@@ -43,12 +43,6 @@ routes:
   - {{name: private, path: /private, upstream: app, auth: jwt}}
   - {{name: public, path: /public, upstream: app, auth: none}}
 """
-
-
-@pytest.fixture
-def upstream() -> Iterator[RawUpstream]:
-    with running_raw_upstream() as server:
-        yield server
 
 
 @pytest.fixture

@@ -2,14 +2,11 @@
 
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.support.client import request
 from tests.support.gateway_thread import GatewayThread, running_gateway
-from tests.support.raw_upstream import RawUpstream, running_raw_upstream
+from tests.support.raw_upstream import RawUpstream
 
 
 def config_text(upstream_port: int, connections: str) -> str:
@@ -24,12 +21,6 @@ upstreams:
 routes:
   - {{name: all, path: /, upstream: app, auth: none}}
 """
-
-
-@pytest.fixture
-def upstream() -> Iterator[RawUpstream]:
-    with running_raw_upstream() as server:
-        yield server
 
 
 def idle_connection(gateway: GatewayThread) -> socket.socket:

@@ -7,7 +7,7 @@ import pytest
 
 from tests.support.client import Response, request
 from tests.support.gateway_thread import GatewayThread, running_gateway
-from tests.support.raw_upstream import RawUpstream, running_raw_upstream
+from tests.support.raw_upstream import RawUpstream
 
 ORIGIN = "https://app.example.test"
 
@@ -40,12 +40,6 @@ routes:
 
 
 @pytest.fixture
-def upstream() -> Iterator[RawUpstream]:
-    with running_raw_upstream() as server:
-        yield server
-
-
-@pytest.fixture
 def gateway(upstream: RawUpstream, tmp_path: Path) -> Iterator[GatewayThread]:
     with running_gateway(config_text(upstream.port), tmp_path) as server:
         yield server
@@ -72,9 +66,7 @@ def test_other_origins_get_no_cors_fields(gateway: GatewayThread, origin: str) -
     assert response.header("Access-Control-Allow-Origin") is None
 
 
-def test_preflight_answered_without_upstream(
-    gateway: GatewayThread, upstream: RawUpstream
-) -> None:
+def test_preflight_answered_without_upstream(gateway: GatewayThread, upstream: RawUpstream) -> None:
     response = send(
         gateway,
         "OPTIONS",

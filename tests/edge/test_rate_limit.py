@@ -1,14 +1,11 @@
 """Per-IP rate limits through a real gateway: 429, Retry-After and the RateLimit fields."""
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.support.client import Response, request
 from tests.support.gateway_thread import GatewayThread, running_gateway
-from tests.support.raw_upstream import RawUpstream, running_raw_upstream
+from tests.support.raw_upstream import RawUpstream
 
 
 def config_text(upstream_port: int, rate: str = "3/minute", edge: str = "") -> str:
@@ -32,12 +29,6 @@ routes:
     upstream: app
     auth: none
 """
-
-
-@pytest.fixture
-def upstream() -> Iterator[RawUpstream]:
-    with running_raw_upstream() as server:
-        yield server
 
 
 def get(gateway: GatewayThread, path: str) -> Response:
@@ -142,9 +133,7 @@ def test_many_keys_keep_store_bounded(upstream: RawUpstream, tmp_path: Path) -> 
         assert stats["rate_evictions"] >= 500 - 64
 
 
-def test_quota_refusal_reset_not_before_retry_after(
-    upstream: RawUpstream, tmp_path: Path
-) -> None:
+def test_quota_refusal_reset_not_before_retry_after(upstream: RawUpstream, tmp_path: Path) -> None:
     text = config_text(upstream.port).replace(
         '{name: per-ip, key: [ip], rate: "3/minute"}', '{name: q, key: [ip], quota: "3/10s"}'
     )

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.client import Response, request
 from tests.support.gateway_process import Gateway
-from tests.support.raw_upstream import RawUpstream, running_raw_upstream
+from tests.support.raw_upstream import RawUpstream
 from tests.support.redis_servers import RedisProcess, running_cluster, running_redis
 
 
@@ -36,12 +36,6 @@ upstreams:
 routes:
 {routes}
 """
-
-
-@pytest.fixture
-def upstream() -> Iterator[RawUpstream]:
-    with running_raw_upstream() as server:
-        yield server
 
 
 @pytest.fixture

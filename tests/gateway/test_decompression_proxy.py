@@ -14,7 +14,7 @@ from tests.edge.waf.conftest import requires_modsecurity
 from tests.support.client import Response, request
 from tests.support.compression import gzip_zeros
 from tests.support.gateway_thread import GatewayThread, running_gateway
-from tests.support.raw_upstream import RawUpstream, running_raw_upstream
+from tests.support.raw_upstream import RawUpstream
 from tests.support.tokens import AUDIENCE, HMAC_SECRET, ISSUER, claims, hs256_token
 
 ROUTE_LIMIT = 2 * 1024 * 1024
@@ -76,12 +76,6 @@ routes:
     upstream: app
     auth: none
 """
-
-
-@pytest.fixture
-def upstream() -> Iterator[RawUpstream]:
-    with running_raw_upstream() as server:
-        yield server
 
 
 @pytest.fixture

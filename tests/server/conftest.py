@@ -4,13 +4,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.gateway_thread import GatewayThread, proxy_config, running_gateway
-from tests.support.raw_upstream import RawUpstream, running_raw_upstream
-
-
-@pytest.fixture
-def upstream() -> Iterator[RawUpstream]:
-    with running_raw_upstream() as server:
-        yield server
+from tests.support.raw_upstream import RawUpstream
 
 
 @pytest.fixture

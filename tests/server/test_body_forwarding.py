@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.client import RawClient, request
-from tests.support.gateway_thread import GatewayThread, running_gateway
+from tests.support.gateway_thread import (
+    VALIDATED_ORDERS_ROUTE,
+    GatewayThread,
+    gateway_config,
+    running_gateway,
+)
 from tests.support.raw_upstream import RawUpstream, RecordedRequest, running_raw_upstream
 
 GET = b"GET / HTTP/1.1\r\nHost: app\r\n\r\n"
@@ -22,28 +27,6 @@ CHUNKED_POST = (
     b"POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n"
     b"3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n"
 )
-
-VALIDATED_CONFIG = """
-server:
-  timeouts: {{drain: 2s}}
-upstreams:
-  app:
-    targets: ["http://127.0.0.1:{port}"]
-routes:
-  - name: orders
-    path: /orders
-    methods: [POST]
-    upstream: app
-    auth: none
-    validate:
-      content_types: [application/json]
-      json:
-        schema:
-          type: object
-          required: [quantity]
-          properties:
-            quantity: {{type: integer, minimum: 1}}
-"""
 
 
 def order(body: bytes) -> bytes:
@@ -60,7 +43,8 @@ def header(recorded: RecordedRequest, name: bytes) -> list[bytes]:
 
 @pytest.fixture
 def validating_gateway(upstream: RawUpstream, tmp_path: Path) -> Iterator[GatewayThread]:
-    with running_gateway(VALIDATED_CONFIG.format(port=upstream.port), tmp_path) as gateway:
+    config = gateway_config(upstream.port, VALIDATED_ORDERS_ROUTE)
+    with running_gateway(config, tmp_path) as gateway:
         yield gateway
 
 

@@ -20,7 +20,12 @@ from hyperframe.frame import (
 )
 
 from ringwall.config.tls import Http2Config
-from tests.support.gateway_thread import GatewayThread, running_gateway
+from tests.support.gateway_thread import (
+    VALIDATED_ORDERS_ROUTE,
+    GatewayThread,
+    gateway_config,
+    running_gateway,
+)
 from tests.support.h2_client import (
     PREFACE,
     H2Client,
@@ -34,29 +39,20 @@ from tests.support.tls import make_tls_files
 
 ErrorCodes = h2.errors.ErrorCodes
 
-CONFIG = """
-server:
-  timeouts: {{drain: 2s}}
-upstreams:
-  app:
-    targets: ["http://127.0.0.1:{port}"]
-routes:
+API_ROUTE = """\
   - name: api
     path: /api
     upstream: app
-    auth: none
-"""
+    auth: none"""
 
 
-@pytest.fixture
-def upstream() -> Iterator[RawUpstream]:
-    with running_raw_upstream() as server:
-        yield server
+def config_text(upstream_port: int) -> str:
+    return gateway_config(upstream_port, API_ROUTE)
 
 
 @pytest.fixture
 def gateway(upstream: RawUpstream, tmp_path: Path) -> Iterator[GatewayThread]:
-    with running_gateway(CONFIG.format(port=upstream.port), tmp_path) as running:
+    with running_gateway(config_text(upstream.port), tmp_path) as running:
         yield running
 
 
@@ -155,26 +151,9 @@ def test_post_with_length_forwarded(client: H2Client, upstream: RawUpstream) -> 
     assert (b"content-length", b"5") in recorded.request.headers
 
 
-VALIDATED = """
-  - name: orders
-    path: /orders
-    methods: [POST]
-    upstream: app
-    auth: none
-    validate:
-      content_types: [application/json]
-      json:
-        schema:
-          type: object
-          required: [quantity]
-          properties:
-            quantity: {type: integer, minimum: 1}
-"""
-
-
 @pytest.mark.parametrize("with_length", [True, False])
 def test_json_body_validated(upstream: RawUpstream, tmp_path: Path, with_length: bool) -> None:
-    config = CONFIG.format(port=upstream.port) + VALIDATED
+    config = gateway_config(upstream.port, f"{API_ROUTE}\n{VALIDATED_ORDERS_ROUTE}")
     with running_gateway(config, tmp_path) as gateway, connect(gateway) as client:
         responses = []
         for body in (b'{"quantity": 0}', b'{"quantity": 2}'):
@@ -200,7 +179,7 @@ def wait_for_window(client: H2Client, stream_id: int, size: int) -> None:
 
 def test_post_body_larger_than_window(upstream: RawUpstream, tmp_path: Path) -> None:
     body = bytes(range(256)) * 12_000  # about 3 MB, three times the default window
-    config = CONFIG.format(port=upstream.port).replace(
+    config = config_text(upstream.port).replace(
         "timeouts: {drain: 2s}", "timeouts: {drain: 2s}\n  limits: {max_body_bytes: 16MiB}"
     )
     with running_gateway(config, tmp_path) as gateway, connect(gateway) as client:
@@ -234,7 +213,7 @@ def test_large_response_respects_flow_control(tmp_path: Path) -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
     with (
         running_raw_upstream(head + body) as large,
-        running_gateway(CONFIG.format(port=large.port), tmp_path) as gateway,
+        running_gateway(config_text(large.port), tmp_path) as gateway,
         connect(gateway) as client,
     ):
         response = client.response(client.request())
@@ -250,7 +229,7 @@ def test_chunked_response_relayed(tmp_path: Path) -> None:
     )
     with (
         running_raw_upstream(chunked) as upstream,
-        running_gateway(CONFIG.format(port=upstream.port), tmp_path) as gateway,
+        running_gateway(config_text(upstream.port), tmp_path) as gateway,
         connect(gateway) as client,
     ):
         response = client.response(client.request())
@@ -283,7 +262,7 @@ def test_over_tls_with_alpn(upstream: RawUpstream, tmp_path: Path) -> None:
     ca_file, cert_file, key_file = make_tls_files(tmp_path)
     server_context = tls_server_context(str(cert_file), str(key_file))
     with (
-        running_gateway(CONFIG.format(port=upstream.port), tmp_path) as gateway,
+        running_gateway(config_text(upstream.port), tmp_path) as gateway,
         serving_h2(gateway, tls=server_context) as port,
     ):
         client = H2Client(port, tls=tls_client_context(str(ca_file)))
@@ -392,7 +371,7 @@ def test_content_length_without_body_400(loose_client: H2Client) -> None:
 
 
 def test_body_over_limit_413(upstream: RawUpstream, tmp_path: Path) -> None:
-    config = CONFIG.format(port=upstream.port).replace(
+    config = config_text(upstream.port).replace(
         "timeouts: {drain: 2s}", "timeouts: {drain: 2s}\n  limits: {max_body_bytes: 1KiB}"
     )
     with running_gateway(config, tmp_path) as gateway, connect(gateway) as client:
@@ -552,7 +531,7 @@ def test_header_list_far_over_limit_goaway(gateway: GatewayThread) -> None:
 
 
 def test_refused_client_gets_rejection(upstream: RawUpstream, tmp_path: Path) -> None:
-    config = CONFIG.format(port=upstream.port) + "limits:\n  connections: {per_ip: 1}\n"
+    config = config_text(upstream.port) + "limits:\n  connections: {per_ip: 1}\n"
     with running_gateway(config, tmp_path) as gateway, serving_h2(gateway) as port:
         first = H2Client(port)
         second = H2Client(port)
@@ -592,7 +571,7 @@ def test_drain_closes_idle_connection(gateway: GatewayThread, client: H2Client) 
 
 
 def short_timeouts(upstream: RawUpstream) -> str:
-    return CONFIG.format(port=upstream.port).replace(
+    return config_text(upstream.port).replace(
         "timeouts: {drain: 2s}", "timeouts: {drain: 2s, head: 1s, idle: 1s, body_idle: 1s}"
     )
 

@@ -102,32 +102,33 @@ def test_https_upstream_verified_by_ca(pki: TestPki, tmp_path: Path) -> None:
     assert upstream.requests[0].request.target == b"/"
 
 
-def test_wrong_ca_gets_502(pki: TestPki, tmp_path: Path) -> None:
-    other = TestPki(tmp_path, "other-ca")
-    context = server_context(pki.server("upstream"))
+def unverified_upstream_errors(context: ssl.SSLContext, ca_file: Path, tmp_path: Path) -> list[str]:
+    """Send GET through a gateway that verifies the upstream with `ca_file` and expect a 502.
+
+    Return the errors of the logged upstream connect failures.
+    """
     with running_tls_upstream(context) as upstream, captured("ringwall.proxy") as records:
-        config = tls_config(upstream.port, f"{{ca: '{other.ca_file}'}}")
+        config = tls_config(upstream.port, f"{{ca: '{ca_file}'}}")
         with running_gateway(config, tmp_path) as gateway:
             response = request(gateway.port, GET)
     assert response.status == 502
     assert response.header("Content-Type") == "application/problem+json"
     assert response.json()["layer"] == "proxy"
     assert upstream.requests == []
-    errors = connect_errors(records)
+    return connect_errors(records)
+
+
+def test_wrong_ca_gets_502(pki: TestPki, tmp_path: Path) -> None:
+    other = TestPki(tmp_path, "other-ca")
+    context = server_context(pki.server("upstream"))
+    errors = unverified_upstream_errors(context, other.ca_file, tmp_path)
     assert len(errors) == 1
     assert "certificate verify failed" in errors[0]
 
 
 def test_hostname_mismatch_gets_502(pki: TestPki, tmp_path: Path) -> None:
     context = server_context(pki.server("named", UPSTREAM_NAME))
-    with running_tls_upstream(context) as upstream, captured("ringwall.proxy") as records:
-        config = tls_config(upstream.port, f"{{ca: '{pki.ca_file}'}}")
-        with running_gateway(config, tmp_path) as gateway:
-            response = request(gateway.port, GET)
-    assert response.status == 502
-    assert response.header("Content-Type") == "application/problem+json"
-    assert upstream.requests == []
-    errors = connect_errors(records)
+    errors = unverified_upstream_errors(context, pki.ca_file, tmp_path)
     assert len(errors) == 1
     assert "IP address mismatch" in errors[0]
 

@@ -11,6 +11,7 @@ from ringwall.demo.backend import DemoBackend
 from ringwall.demo.idp import DemoIdentityProvider
 from ringwall.demo.issuer import DemoIssuer, create_admin_token, load_or_create_issuer
 from ringwall.demo.runner import DEMO_CONFIG, GATEWAY_KEY_FILE
+from ringwall.gateway.auth.api_keys import ApiKeyStore
 from ringwall.gateway.upstream_token import create_signing_key
 from tests.support.backend_thread import running_backend
 from tests.support.demo_certs import demo_certs_dir
@@ -32,12 +33,19 @@ def running_demo(
     *,
     serve_tls: bool = False,
     adjust: Callable[[Config], Config] | None = None,
+    api_keys: ApiKeyStore | None = None,
 ) -> Iterator[Demo]:
-    """Yield the demo gateway, backend and issuer; `adjust` may change the loaded config."""
+    """Yield the demo gateway, backend and issuer, with the demo state in `tmp_path`/state.
+
+    `adjust` may change the loaded config. `api_keys`, if given, is saved as the
+    demo's API key file before the config is loaded.
+    """
     state = tmp_path / "state"
     create_signing_key(state / GATEWAY_KEY_FILE)
     create_admin_token(state)
     issuer = load_or_create_issuer(state)
+    if api_keys is not None:
+        api_keys.save(state / "api-keys.json")
     certs = demo_certs_dir()
     with running_backend() as backend, running_loop("demo-idp") as loop_thread:
         idp = DemoIdentityProvider(state)
@@ -57,3 +65,14 @@ def running_demo(
                 yield Demo(gateway, backend, issuer, certs)
         finally:
             loop_thread.run(idp.stop())
+
+
+def without_limits(config: Config) -> Config:
+    """Return `config` without rate limits and bans.
+
+    Hundreds of requests from one address and one user would trip the demo's
+    limits and its ban rule, and their 429 and 403 would hide what the test checks.
+    """
+    routes = tuple(route.model_copy(update={"limits": ()}) for route in config.routes)
+    limits = config.limits.model_copy(update={"bans": ()})
+    return config.model_copy(update={"limits": limits, "routes": routes})

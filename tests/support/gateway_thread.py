@@ -118,6 +118,48 @@ def running_gateway(
         gateway.stop()
 
 
+def gateway_config(
+    upstream_port: int, routes: str, server: str = "  timeouts: {drain: 2s}", sections: str = ""
+) -> str:
+    """Return YAML for the upstream `app` at 127.0.0.1:`upstream_port` and the given routes.
+
+    `server` is the indented body of the `server:` section, `routes` the
+    indented items of `routes:`, and `sections` extra top-level YAML.
+    """
+    return f"""
+server:
+{server}
+{sections}upstreams:
+  app:
+    targets: ["http://127.0.0.1:{upstream_port}"]
+routes:
+{routes}
+"""
+
+
+CATCH_ALL_ROUTE = """\
+  - name: all
+    path: /
+    upstream: app
+    auth: none"""
+
+# POST /orders, which takes only a JSON object with an integer `quantity` of at least 1.
+VALIDATED_ORDERS_ROUTE = """\
+  - name: orders
+    path: /orders
+    methods: [POST]
+    upstream: app
+    auth: none
+    validate:
+      content_types: [application/json]
+      json:
+        schema:
+          type: object
+          required: [quantity]
+          properties:
+            quantity: {type: integer, minimum: 1}"""
+
+
 def proxy_config(
     upstream_port: int, server: str = "  timeouts: {drain: 2s}", route_extra: str = ""
 ) -> str:
@@ -125,16 +167,4 @@ def proxy_config(
 
     `server` is the indented body of the `server:` section.
     """
-    return f"""
-server:
-{server}
-upstreams:
-  app:
-    targets: ["http://127.0.0.1:{upstream_port}"]
-routes:
-  - name: all
-    path: /
-    upstream: app
-    auth: none
-{route_extra}
-"""
+    return gateway_config(upstream_port, f"{CATCH_ALL_ROUTE}\n{route_extra}", server)

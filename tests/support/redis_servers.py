@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,43 +152,53 @@ def running_cluster(directory: Path, size: int = 3) -> Iterator[list[RedisProces
     try:
         for _ in range(size):
             port = free_port()
-            node = RedisProcess(
-                port,
-                directory,
-                [
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    str(directory / f"nodes-{port}.conf"),
-                    "--cluster-node-timeout",
-                    "5000",
-                    # The default bus port, port + 10000, may be taken or above 65535.
-                    "--cluster-port",
-                    str(free_port()),
-                ],
-            )
+            node = RedisProcess(port, directory, cluster_node_arguments(directory, port))
             nodes.append(node)
             node.start()
-        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
-        subprocess.run(
-            [
-                REDIS_CLI,
-                "--cluster",
-                "create",
-                *addresses,
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        _wait_for_cluster(nodes)
+        create_cluster(nodes, [f"127.0.0.1:{node.port}" for node in nodes])
         yield nodes
     finally:
         for node in nodes:
             node.stop()
+
+
+def cluster_node_arguments(directory: Path, port: int) -> list[str]:
+    """Return redis-server options for a Cluster node on `port` with its files in `directory`."""
+    return [
+        "--cluster-enabled", "yes",
+        "--cluster-config-file", str(directory / f"nodes-{port}.conf"),
+        "--cluster-node-timeout", "5000",
+        # The default bus port, port + 10000, may be taken or above 65535.
+        "--cluster-port", str(free_port()),
+    ]  # fmt: skip
+
+
+def create_cluster(
+    nodes: list[RedisProcess], addresses: list[str], cli_options: Sequence[str] = ()
+) -> None:
+    """Join the started `nodes` at `addresses` into one cluster and wait until it is ok.
+
+    `redis-cli --cluster create` assigns all slots, without replicas. `cli_options`
+    go before `--cluster`, for example the TLS options of redis-cli.
+    """
+    if REDIS_CLI is None:
+        raise RuntimeError("redis-cli is not installed: run `make setup`")
+    subprocess.run(
+        [
+            REDIS_CLI,
+            *cli_options,
+            "--cluster",
+            "create",
+            *addresses,
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    _wait_for_cluster(nodes)
 
 
 def _wait_for_cluster(nodes: list[RedisProcess]) -> None:

@@ -8,7 +8,6 @@ tests may use it to check state. The client under test connects to `tls_port`.
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,8 @@ from ringwall.config.tls import CertificateFiles
 from tests.support.redis_servers import (
     REDIS_CLI,
     RedisProcess,
-    _wait_for_cluster,
+    cluster_node_arguments,
+    create_cluster,
     free_port,
 )
 
@@ -112,34 +112,16 @@ def running_tls_cluster(
             arguments = [
                 *files.arguments(tls_port),
                 "--tls-cluster", "yes",
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", str(directory / f"nodes-{port}.conf"),
-                "--cluster-node-timeout", "5000",
-                # The default bus port, port + 10000, may be taken or above 65535.
-                "--cluster-port", str(free_port()),
+                *cluster_node_arguments(directory, port),
             ]  # fmt: skip
             node = TlsRedis(RedisProcess(port, directory, arguments), tls_port)
             nodes.append(node)
             node.process.start()
         addresses = [f"127.0.0.1:{node.tls_port}" for node in nodes]
-        command = [REDIS_CLI, "--tls", "--cacert", str(files.ca_file)]
+        cli_options = ["--tls", "--cacert", str(files.ca_file)]
         if files.client is not None:
-            command += ["--cert", str(files.client.cert), "--key", str(files.client.key)]
-        subprocess.run(
-            [
-                *command,
-                "--cluster",
-                "create",
-                *addresses,
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=15,
-        )
-        _wait_for_cluster([node.process for node in nodes])
+            cli_options += ["--cert", str(files.client.cert), "--key", str(files.client.key)]
+        create_cluster([node.process for node in nodes], addresses, cli_options)
         yield nodes
     finally:
         for node in nodes:

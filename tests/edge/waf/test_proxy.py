@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.client import Response, request
 from tests.support.gateway_thread import GatewayThread, running_gateway
-from tests.support.raw_upstream import RawUpstream, running_raw_upstream
+from tests.support.raw_upstream import RawUpstream
 
 
 def config_text(upstream_port: int, security_log: Path) -> str:
@@ -26,12 +26,6 @@ routes:
   - {{name: detect, path: /detect, upstream: app, auth: none, waf: {{mode: detect}}}}
   - {{name: open, path: /open, upstream: app, auth: none, waf: {{enabled: false}}}}
 """
-
-
-@pytest.fixture
-def upstream() -> Iterator[RawUpstream]:
-    with running_raw_upstream() as server:
-        yield server
 
 
 @pytest.fixture
