@@ -12,8 +12,8 @@ import pytest
 
 from ringwall.certs_cli import ensure_dev_certificates
 from tests.support.gateway_thread import GatewayThread, proxy_config, running_gateway
-from tests.support.h2_client import H2Client, tls_client_context
-from tests.support.raw_upstream import RawUpstream, running_raw_upstream
+from tests.support.h2_client import H2Client, StreamResponse, tls_client_context
+from tests.support.raw_upstream import RawUpstream
 from tests.support.waiting import wait_for
 
 TIMEOUT = 5.0
@@ -24,12 +24,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("tls") / "certs"
     ensure_dev_certificates(directory, datetime.datetime.now(datetime.UTC))
     return directory
-
-
-@pytest.fixture
-def upstream() -> Iterator[RawUpstream]:
-    with running_raw_upstream() as server:
-        yield server
 
 
 def tls_config(
@@ -243,14 +237,19 @@ def test_certificate_reload(certs: Path, upstream: RawUpstream, tmp_path: Path) 
             assert established.getpeercert(binary_form=True) == first
 
 
-def test_http2_negotiated(gateway: GatewayThread, certs: Path, upstream: RawUpstream) -> None:
+def h2_get(gateway: GatewayThread, certs: Path, path: bytes, authority: bytes) -> StreamResponse:
+    """Send one GET over HTTP/2 to the HTTPS listener, with SNI name localhost."""
     client = H2Client(
         gateway.tls_port, tls=tls_client_context(str(certs / "ca.pem")), server_name="localhost"
     )
     try:
-        response = client.response(client.request(path=b"/over-h2", authority=b"localhost"))
+        return client.response(client.request(path=path, authority=authority))
     finally:
         client.close()
+
+
+def test_http2_negotiated(gateway: GatewayThread, certs: Path, upstream: RawUpstream) -> None:
+    response = h2_get(gateway, certs, b"/over-h2", b"localhost")
     assert response.status == 200
     assert response.header(b"strict-transport-security") == [b"max-age=31536000"]
     forwarded = upstream.wait_for_requests(1)[0].request
@@ -261,13 +260,34 @@ def test_http2_negotiated(gateway: GatewayThread, certs: Path, upstream: RawUpst
 def test_domain_fronting_over_http2_is_421(
     gateway: GatewayThread, certs: Path, upstream: RawUpstream
 ) -> None:
-    client = H2Client(
-        gateway.tls_port, tls=tls_client_context(str(certs / "ca.pem")), server_name="localhost"
-    )
-    try:
-        response = client.response(client.request(path=b"/", authority=b"ringwall.localhost"))
-    finally:
-        client.close()
+    response = h2_get(gateway, certs, b"/", b"ringwall.localhost")
     assert response.status == 421
     assert response.header(b"content-type") == [b"application/problem+json"]
     assert upstream.requests == []
+
+
+def test_plain_http_on_https_port_is_400(gateway: GatewayThread) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.tls_port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    response = b"".join(chunks)
+
+    assert response.startswith(b"HTTP/1.1 400 ")
+    assert b"Content-Type: application/problem+json" in response
+    assert b"plain HTTP to the HTTPS listener" in response
+
+
+def test_unfinished_handshake_counts_against_limit(
+    certs: Path, upstream: RawUpstream, tmp_path: Path
+) -> None:
+    config = tls_config(certs, upstream) + "limits:\n  connections: {per_ip: 1}\n"
+    with (
+        running_gateway(config, tmp_path, serve_tls=True) as gateway,
+        socket.create_connection(("127.0.0.1", gateway.tls_port), timeout=TIMEOUT),
+    ):
+        response = https_get(gateway.tls_port, client_context(certs), "localhost")
+
+    assert status_of(response) == 429
+    assert not upstream.requests
