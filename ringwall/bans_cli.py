@@ -53,8 +53,7 @@ def run_bans(arguments: argparse.Namespace) -> int:
         return 2
     if config.admin is None:
         print(
-            f"{arguments.config}: admin: missing; add an admin section with a token to manage "
-            "bans",
+            f"{arguments.config}: admin: missing; add an admin section with a token to manage bans",
             file=sys.stderr,
         )
         return 2

@@ -223,8 +223,10 @@ class ValidateConfig(_Model):
             for name in params:
                 if not _NAME.match(name):
                     raise ValueError(f"{kind}: invalid parameter name {name!r}")
-        if self.json_ is not None and self.content_types and not any(
-            is_json_media_type(media_type) for media_type in self.content_types
+        if (
+            self.json_ is not None
+            and self.content_types
+            and not any(is_json_media_type(media_type) for media_type in self.content_types)
         ):
             raise ValueError("json needs a JSON media type in content_types")
         if self.form is not None and not any(

@@ -230,4 +230,3 @@ class Bans:
             )
         )
         return stored or not self.audit.reject_on_failure
-

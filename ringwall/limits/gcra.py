@@ -70,9 +70,7 @@ def decide(rate: Rate, tat: float, now: float, cost: int = 1) -> Decision:
     if ahead <= capacity + _EPSILON:
         return Decision(True, new_tat, _remaining(capacity - ahead, interval), 0.0, ahead)
     current = base - now
-    return Decision(
-        False, tat, _remaining(capacity - current, interval), ahead - capacity, current
-    )
+    return Decision(False, tat, _remaining(capacity - current, interval), ahead - capacity, current)
 
 
 # Sums of epoch seconds drift by a few ulps (one ulp is about 2.4e-7 s in

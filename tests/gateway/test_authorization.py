@@ -107,7 +107,10 @@ def test_anonymous_gets_401() -> None:
 def test_remembered_decision_is_per_method_and_route() -> None:
     # One identity, as the token cache hands out, across methods and routes.
     caller = identity(roles=("viewer",), accounts=["acc-1001"])
-    rules = [{"methods": ["POST"], "roles": ["admin"]}, {"owner": {"param": "account_id", "claim": "accounts"}}]
+    rules = [
+        {"methods": ["POST"], "roles": ["admin"]},
+        {"owner": {"param": "account_id", "claim": "accounts"}},
+    ]
     get = make_exchange(rules, caller, method="GET")
     post = make_exchange(rules, caller, method="POST")
     for _ in range(2):

@@ -64,7 +64,9 @@ def test_tier_picked_by_role() -> None:
     assert limit.plan_for(None)[0] == Quota(10, 86400.0)
 
 
-def run_fast_path(use_c: bool, specialized: bool = False, client_ip: str = "203.0.113.9") -> list[object]:
+def run_fast_path(
+    use_c: bool, specialized: bool = False, client_ip: str = "203.0.113.9"
+) -> list[object]:
     """Send three requests through a 2/min per-IP limit and return what each one got."""
     store = SharedStore.create(capacity=64, workers=1)
     if not use_c:

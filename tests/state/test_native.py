@@ -54,9 +54,7 @@ RATES = [
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_random_sequences_match_reference(
-    pair: tuple[SharedStore, SharedStore], seed: int
-) -> None:
+def test_random_sequences_match_reference(pair: tuple[SharedStore, SharedStore], seed: int) -> None:
     native, reference = pair
     table = native.native_rates
     assert table is not None

@@ -208,9 +208,7 @@ def test_client_extended_key_usage_only_client(client: CertifiedKey) -> None:
 
 
 @pytest.mark.parametrize("which", ["server", "client"])
-def test_leaf_validity_is_365_days(
-    which: str, server: CertifiedKey, client: CertifiedKey
-) -> None:
+def test_leaf_validity_is_365_days(which: str, server: CertifiedKey, client: CertifiedKey) -> None:
     certificate = (server if which == "server" else client).certificate
     # RFC 5280 counts the validity period from notBefore through notAfter inclusive.
     lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc + SECOND
