@@ -37,11 +37,13 @@ demo: setup
 test: setup $(SSLYZE_STAMP)
 	./scripts/ensure-redis
 	$(BIN)/ruff check ringwall tests bench conformance
+	$(BIN)/ruff format --check ringwall tests bench conformance
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: setup
 	$(BIN)/ruff check ringwall tests bench conformance
+	$(BIN)/ruff format --check ringwall tests bench conformance
 	$(BIN)/mypy
 
 bench: setup
