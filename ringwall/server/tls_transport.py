@@ -175,19 +175,19 @@ class TlsServerProtocol(asyncio.Protocol):
         self._timer = self.loop.call_later(self._handshake_timeout, self._handshake_expired)
 
     def data_received(self, data: bytes) -> None:
-        if self.transport is None:
-            # A TLS client starts with a record type byte (22, a handshake),
-            # while a plain HTTP request starts with its method's first letter.
-            if not self._received and data[:1].isupper() and self._plain_http_response:
-                self._answer_plain_http(self._plain_http_response)
-                return
-            self._received = True
+        if self.transport is not None:
             self.incoming.write(data)
-            self._handshake()
+            if not self.paused:
+                self.deliver()
             return
+        # A TLS client starts with a record type byte (22, a handshake),
+        # while a plain HTTP request starts with its method's first letter.
+        if not self._received and data[:1].isupper() and self._plain_http_response:
+            self._answer_plain_http(self._plain_http_response)
+            return
+        self._received = True
         self.incoming.write(data)
-        if not self.paused:
-            self.deliver()
+        self._handshake()
 
     def eof_received(self) -> bool | None:
         # A TLS peer ends with close_notify; a bare FIN ends the connection.
@@ -305,7 +305,9 @@ class TlsServerProtocol(asyncio.Protocol):
                 self._peer_closed()
                 return
             self.app.data_received(chunk)  # type: ignore[attr-defined]
-            if not incoming.pending and not sslobj.pending():
+            # OpenSSL keeps no decrypted bytes back: a record carries at most
+            # 16 KiB, and each read asks for more, so SSL_pending is 0 here.
+            if not incoming.pending:
                 # Reading may have made a reply, such as to a key update.
                 if self.outgoing.pending:
                     self._flush()
