@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -498,6 +500,51 @@ def test_continuation_flood_cut_off_early(gateway: GatewayThread) -> None:
         sock.close()
 
     assert sent < 1000
+
+
+def test_abuse_keeps_memory_flat(gateway: GatewayThread) -> None:
+    # Python-level allocations only (tracemalloc), which is where h2 and the
+    # frame guard would buffer frames. The gateway runs in this process.
+    rapid_reset = Http2Config(max_reset_streams=10)
+    continuation = ContinuationFrame(1)
+    continuation.data = b"\x00" * 16_384
+    frame = continuation.serialize()
+    headers = HeadersFrame(1)
+    headers.data = request_block()
+    sent = 0
+    tracemalloc.start()
+    try:
+        with connect(gateway) as client:
+            assert client.response(client.request()).status == 200
+        gc.collect()
+        baseline, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for _ in range(10):
+            with connect(gateway, rapid_reset) as client:
+                for _ in range(30):
+                    stream_id = client.connection.get_next_available_stream_id()
+                    client.connection.send_headers(stream_id, request_fields(b"/api/items"))
+                    client.connection.reset_stream(stream_id, ErrorCodes.CANCEL)
+                with suppress(OSError):
+                    client.flush()
+                client.wait_closed()
+        with serving_h2(gateway) as port:
+            for _ in range(10):
+                sock = raw_connection(port)
+                with suppress(OSError):
+                    sock.sendall(headers.serialize())
+                    for _ in range(256):  # 4 MiB per connection
+                        sock.sendall(frame)
+                        sent += len(frame)
+                sock.close()
+        gc.collect()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert sent >= 10 * len(frame)  # each flood got past its first frame
+    assert peak - baseline < 8 << 20
+    assert current - baseline < 1 << 20
 
 
 def test_oversize_frame_goaway(gateway: GatewayThread) -> None:
