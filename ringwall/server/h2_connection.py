@@ -178,6 +178,9 @@ class H2Connection(asyncio.Protocol):
         except h2.exceptions.ProtocolError as error:
             # h2 has queued the GOAWAY. Its messages may quote request bytes,
             # so only the type is logged.
+            # NOTE: RFC 9113 section 8.1.1 makes a body that disagrees with its
+            # content-length a stream error, but h2 4.4.1 raises it as a
+            # connection error, so the client's other streams end too.
             log.info(
                 "closing an HTTP/2 connection after a protocol error",
                 extra={"peer": self.peer_ip, "error": type(error).__name__},
