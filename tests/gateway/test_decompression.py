@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
+import threading
 import zlib
 from typing import Any
 
@@ -12,8 +14,10 @@ import pytest
 from ringwall.config import Route
 from ringwall.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ringwall.exchange import Exchange
-from ringwall.gateway.decompression import DecompressionLayer, DecompressPolicy
+from ringwall.gateway import decompression
+from ringwall.gateway.decompression import THREAD_THRESHOLD, DecompressionLayer, DecompressPolicy
 from ringwall.gateway.routing import CompiledRoute
+from ringwall.http.decompress import decode_body
 from ringwall.server.body import RequestBody
 
 JSON = b'{"product_id": 42, "quantity": 2}'
@@ -121,6 +125,46 @@ def test_chunked_body_decoded_after_it_arrives() -> None:
     assert exchange.body.received == len(JSON)
     assert exchange.header_values(b"transfer-encoding") == [b"chunked"]
     assert exchange.header_values(b"content-encoding") == []
+
+
+def test_large_body_decoded_in_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = os.urandom(THREAD_THRESHOLD * 2)  # random bytes do not compress
+    data = gzip.compress(plain)
+    assert len(data) > THREAD_THRESHOLD
+    threads: list[int] = []
+
+    def recording_decode(*args: Any, **kwargs: Any) -> bytes:
+        threads.append(threading.get_ident())
+        return decode_body(*args, **kwargs)
+
+    monkeypatch.setattr(decompression, "decode_body", recording_decode)
+    policy = DecompressPolicy(encodings=("gzip",), max_bytes=1 << 20, max_ratio=100)
+    exchange = post(data)
+    pending = layer(policy).check_head(exchange)
+    assert pending is not None
+
+    async def run() -> None:
+        await pending
+
+    asyncio.run(run())
+    assert body_bytes(exchange) == plain
+    assert exchange.content_length == len(plain)
+    assert threads != [threading.get_ident()]
+
+
+def test_large_bomb_rejected_in_thread() -> None:
+    data = gzip.compress(os.urandom(THREAD_THRESHOLD * 2) + b"\x00" * (4 << 20))
+    policy = DecompressPolicy(encodings=("gzip",), max_bytes=1 << 20, max_ratio=100)
+    exchange = post(data)
+    pending = layer(policy).check_head(exchange)
+    assert pending is not None
+
+    async def run() -> None:
+        await pending
+
+    with pytest.raises(PayloadTooLarge):
+        asyncio.run(run())
+    assert body_bytes(exchange) == data
 
 
 def test_authorization_index_after_authentication() -> None:
