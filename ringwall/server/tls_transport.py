@@ -180,6 +180,8 @@ class TlsServerProtocol(asyncio.Protocol):
             if not self.paused:
                 self.deliver()
             return
+        if self.raw.is_closing():
+            return  # after a plain HTTP answer, or a failed handshake
         # A TLS client starts with a record type byte (22, a handshake),
         # while a plain HTTP request starts with its method's first letter.
         if not self._received and data[:1].isupper() and self._plain_http_response:
@@ -202,6 +204,8 @@ class TlsServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.admission is not None:
             self.admission.release()
+        if self.transport is not None:
+            self.transport._closing = True  # later writes are dropped
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -289,7 +293,9 @@ class TlsServerProtocol(asyncio.Protocol):
         """Decrypt what has arrived and hand it to the protocol, until paused or empty."""
         sslobj = self.sslobj
         incoming = self.incoming
-        while not self.paused and self.app is not None:
+        raw = self.raw
+        # The protocol may close the connection while it handles a record.
+        while not self.paused and self.app is not None and not raw.is_closing():
             try:
                 chunk = sslobj.read(_READ_SIZE)
             except _WANT:

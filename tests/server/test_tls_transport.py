@@ -314,3 +314,31 @@ def test_plain_http_gets_400(
     assert record.request_id == "req-1"  # type: ignore[attr-defined]
     server.connection_lost(None)
     loop.run_until_complete(asyncio.sleep(0))
+
+
+def test_records_after_close_not_delivered(
+    loop: asyncio.AbstractEventLoop,
+    files: tuple[Path, Path, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class ClosingApp(App):
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            self.transport.close()
+
+    pair = Pair(loop, files, ClosingApp())
+    pair.handshake()
+    pair.client.write(b"bad request;")
+    pair.client.write(b"next request;")
+    with caplog.at_level(logging.INFO, logger="ringwall.tls"):
+        pair.server.data_received(pair.outgoing.read())  # both records in one read
+
+    assert pair.app.received == [b"bad request;"]
+    assert not pair.app.eof
+    assert pair.raw.closed
+    assert not pair.raw.aborted
+    assert not [r for r in caplog.records if r.getMessage() == "TLS connection failed"]
+    pair.incoming.write(pair.raw.take())
+    assert pair.client.read(100) == b"HTTP/1.1 400 Bad Request\r\n\r\n"
