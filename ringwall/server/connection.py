@@ -401,6 +401,12 @@ class ClientConnection(ExchangeDriver, asyncio.Protocol):
         """Start the queued exchanges in order until one needs to wait for I/O."""
         while self.queue and self.active is None and not self.closing:
             self._start(self.queue.popleft())
+        # Reading paused when the queue filled up. The request still being
+        # received may now be active, and it cannot finish unless reading resumes.
+        if self.read_paused and len(self.queue) < _MAX_QUEUED and not self.closing:
+            current = self.current
+            if current is None or current.body is None or not current.body.paused:
+                self._resume_reading()
 
     def _reject(self, exchange: Exchange, rejection: Rejection) -> None:
         if not self._note_rejection(exchange, rejection):

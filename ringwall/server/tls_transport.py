@@ -36,6 +36,10 @@ LAYER = "tls"
 # Decrypted bytes handed to the protocol per call. A TLS record carries at most 16 KiB.
 _READ_SIZE = 65536
 _WANT = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+# First bytes that mark a connection as plain HTTP: ASCII letters, CR and LF.
+_PLAIN_HTTP_START = [
+    chr(byte).isascii() and (chr(byte).isalpha() or byte in (10, 13)) for byte in range(256)
+]
 
 
 class TlsTransport(asyncio.Transport):
@@ -50,11 +54,13 @@ class TlsTransport(asyncio.Transport):
         self._encrypt = tls.sslobj.write
         self._encrypted = tls.outgoing.read
         self._send = tls.raw.write
+        self._raw_closing = tls.raw.is_closing
 
     # -- what the protocol calls --
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closing:
+        # uvloop raises RuntimeError on a write to a connection it has closed.
+        if self._closing or self._raw_closing():
             return
         try:
             self._encrypt(data)
@@ -165,7 +171,10 @@ class TlsServerProtocol(asyncio.Protocol):
         self.transport: TlsTransport | None = None
         self.paused = False
         self._timer: asyncio.TimerHandle | None = None
+        # Whether the peer has ended its side (close_notify or FIN), and whether
+        # the protocol asked to keep the connection open to finish its responses.
         self._done = False
+        self._keep_open = False
 
     # -- asyncio.Protocol, on the raw connection --
 
@@ -181,25 +190,30 @@ class TlsServerProtocol(asyncio.Protocol):
                 self.deliver()
             return
         if self.raw.is_closing():
-            return  # after a plain HTTP answer, or a failed handshake
-        # A TLS client starts with a record type byte (22, a handshake),
-        # while a plain HTTP request starts with its method's first letter.
-        if not self._received and data[:1].isupper() and self._plain_http_response:
-            self._answer_plain_http(self._plain_http_response)
+            return  # after the 400 to plain HTTP, or a failed handshake
+        # A TLS client starts with a record type byte (22, a handshake), while
+        # a plain HTTP request starts with a letter of its method, or an empty line.
+        if not self._received and _PLAIN_HTTP_START[data[0]] and self._plain_http_response:
+            self._reject_plain_http(self._plain_http_response)
             return
         self._received = True
         self.incoming.write(data)
         self._handshake()
 
     def eof_received(self) -> bool | None:
-        # A TLS peer ends with close_notify; a bare FIN ends the connection.
-        if self.app is not None and not self._done:
+        # A TLS peer ends its side with close_notify, usually followed by a FIN.
+        # A bare FIN ends it too. Either way the protocol may keep the
+        # connection open to send the responses to requests already received.
+        if self.app is None:
+            return False
+        if not self._done:
             self._done = True
             try:
-                self.app.eof_received()  # type: ignore[attr-defined]
+                self._keep_open = bool(self.app.eof_received())  # type: ignore[attr-defined]
             except Exception:
                 log.exception("eof_received of the HTTPS connection's protocol failed")
-        return False
+                self._keep_open = False
+        return self._keep_open
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.admission is not None:
@@ -245,7 +259,7 @@ class TlsServerProtocol(asyncio.Protocol):
         if self.incoming.pending and not self.paused and not self.raw.is_closing():
             self.deliver()
 
-    def _answer_plain_http(self, response: Callable[[], tuple[str, bytes]]) -> None:
+    def _reject_plain_http(self, response: Callable[[], tuple[str, bytes]]) -> None:
         """Send a plain HTTP 400 to a client that sent HTTP to the HTTPS listener, and close."""
         request_id, data = response()
         log.info(
@@ -323,13 +337,16 @@ class TlsServerProtocol(asyncio.Protocol):
         """The peer sent close_notify: no more data will come."""
         if self.app is not None and not self._done:
             self._done = True
-            keep_open = self.app.eof_received()  # type: ignore[attr-defined]
-            if keep_open:
+            self._keep_open = bool(self.app.eof_received())  # type: ignore[attr-defined]
+            if self._keep_open:
                 return
         self.shutdown()
 
     def shutdown(self) -> None:
         """Send close_notify and close the raw connection once its buffer is written."""
+        if self.raw.is_closing():
+            # Closed already, for example after the client's reset, so nothing can be sent.
+            return
         # The peer's close_notify is not awaited, so shutdown() ends in WantRead.
         with contextlib.suppress(ssl.SSLError, OSError):
             self.sslobj.shutdown()

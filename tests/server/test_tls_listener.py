@@ -1,5 +1,6 @@
 """The HTTPS listener through a running worker: profiles, client certificates, SNI, reload."""
 
+import contextlib
 import datetime
 import shutil
 import socket
@@ -291,3 +292,57 @@ def test_unfinished_handshake_counts_against_limit(
 
     assert status_of(response) == 429
     assert not upstream.requests
+
+
+def test_ninth_pipelined_body_arrives_later(gateway: GatewayThread, certs: Path) -> None:
+    # Eight queued requests pause reading. The ninth becomes active once the
+    # others have their responses, and its body, sent later, must still be read.
+    requests = [
+        b"POST /p%d HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nbody%d" % (i, i)
+        for i in range(9)
+    ]
+    pipelined = b"".join(requests)
+    with (
+        socket.create_connection(("127.0.0.1", gateway.tls_port), timeout=TIMEOUT) as raw,
+        client_context(certs).wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(pipelined[:-5])
+        received = b""
+        while received.count(b"HTTP/1.1 200 ") < 8:
+            received += tls.recv(65536)
+        tls.sendall(pipelined[-5:])
+        while received.count(b"HTTP/1.1 200 ") < 9:
+            chunk = tls.recv(65536)
+            assert chunk, "the gateway closed the connection before the ninth response"
+            received += chunk
+
+    assert received.count(b"HTTP/1.1 200 ") == 9
+
+
+def test_half_closed_client_gets_response(
+    gateway: GatewayThread, certs: Path, upstream: RawUpstream
+) -> None:
+    # TCP FIN after the request, without close_notify, as with shutdown(SHUT_WR).
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context(certs).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", gateway.tls_port), timeout=TIMEOUT) as raw:
+        while True:
+            try:
+                client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                incoming.write(raw.recv(65536))
+        client.write(b"GET /half HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        raw.sendall(outgoing.read())
+        raw.shutdown(socket.SHUT_WR)
+        response = b""
+        while chunk := raw.recv(65536):
+            incoming.write(chunk)
+            with contextlib.suppress(ssl.SSLWantReadError):
+                while data := client.read(65536):
+                    response += data
+
+    assert response.startswith(b"HTTP/1.1 200 ")
+    assert response.endswith(b"ok")
+    assert upstream.wait_for_requests(1)[0].request.target == b"/half"

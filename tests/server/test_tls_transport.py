@@ -25,6 +25,9 @@ class RawTransport(asyncio.Transport):
         self.reading = True
 
     def write(self, data: Any) -> None:
+        if self.aborted:
+            # As uvloop does once the connection is closed.
+            raise RuntimeError("unable to perform operation: the handler is closed")
         self.written += data
 
     def take(self) -> bytes:
@@ -57,12 +60,14 @@ class RawTransport(asyncio.Transport):
 class App(asyncio.Protocol):
     """The HTTP side: records what it receives, and can pause after each read."""
 
-    def __init__(self, pause_after_read: bool = False) -> None:
+    def __init__(self, pause_after_read: bool = False, keep_open: bool | None = None) -> None:
         self.transport: TlsTransport | None = None
         self.received: list[bytes] = []
         self.eof = False
         self.lost = False
         self.pause_after_read = pause_after_read
+        # What eof_received returns: True to finish responses after the client's half-close.
+        self.keep_open = keep_open
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, TlsTransport)
@@ -76,7 +81,7 @@ class App(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self.eof = True
-        return None
+        return self.keep_open
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -218,6 +223,64 @@ def test_client_close_notify_is_eof(
     assert pair.app.lost
 
 
+def test_half_close_keeps_connection_open(
+    loop: asyncio.AbstractEventLoop, files: tuple[Path, Path, Path]
+) -> None:
+    pair = Pair(loop, files, App(keep_open=True))
+    pair.handshake()
+
+    assert pair.server.eof_received() is True  # a bare FIN after a complete request
+    assert pair.app.eof
+    assert not pair.raw.closed
+    transport = pair.app.transport
+    assert transport is not None
+    transport.write(b"response")
+    pair.incoming.write(pair.raw.take())
+    assert pair.client.read(100) == b"response"
+
+
+def test_close_notify_then_fin_keeps_open(
+    loop: asyncio.AbstractEventLoop, files: tuple[Path, Path, Path]
+) -> None:
+    pair = Pair(loop, files, App(keep_open=True))
+    pair.handshake()
+    with pytest.raises(ssl.SSLWantReadError):
+        pair.client.unwrap()
+    pair.server.data_received(pair.outgoing.read())
+
+    assert pair.app.eof
+    assert not pair.raw.closed
+    assert pair.server.eof_received() is True  # the FIN that follows close_notify
+    assert not pair.raw.closed
+
+
+def test_fin_closes_idle_connection(
+    loop: asyncio.AbstractEventLoop, files: tuple[Path, Path, Path]
+) -> None:
+    pair = Pair(loop, files, App())
+    pair.handshake()
+
+    assert not pair.server.eof_received()
+    assert pair.app.eof
+
+
+def test_close_after_reset_writes_nothing(
+    loop: asyncio.AbstractEventLoop, files: tuple[Path, Path, Path]
+) -> None:
+    pair = Pair(loop, files, App())
+    pair.handshake()
+    transport = pair.app.transport
+    assert transport is not None
+    pair.raw.abort()  # the client reset the connection
+    pair.server.connection_lost(ConnectionResetError())
+
+    # A response that finishes after the reset writes and closes without raising.
+    transport.write(b"late response")
+    transport.close()
+    assert pair.raw.take() == b""
+    assert pair.app.lost
+
+
 def test_handshake_failure_logged(
     loop: asyncio.AbstractEventLoop,
     files: tuple[Path, Path, Path],
@@ -284,10 +347,20 @@ def test_admission_made_at_accept(
     assert released == ["released"]
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"mkcol /x HTTP/1.1\r\n",
+        b"\r\nGET / HTTP/1.1\r\n",
+        b"P",
+    ],
+)
 def test_plain_http_gets_400(
     loop: asyncio.AbstractEventLoop,
     files: tuple[Path, Path, Path],
     caplog: pytest.LogCaptureFixture,
+    request_bytes: bytes,
 ) -> None:
     _ca, cert, key = files
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -303,7 +376,7 @@ def test_plain_http_gets_400(
     )
     server.connection_made(raw)
     with caplog.at_level(logging.INFO, logger="ringwall.tls"):
-        server.data_received(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        server.data_received(request_bytes)
 
     assert raw.take() == b"HTTP/1.1 400 Bad Request\r\n\r\n"
     assert raw.closed
