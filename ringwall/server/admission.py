@@ -8,8 +8,12 @@ rejection, if any, is sent once HTTP can be spoken on the connection.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ringwall.exchange import Exchange
+from ringwall.http.problem import problem_response
 
 if TYPE_CHECKING:
     import asyncio
@@ -17,6 +21,8 @@ if TYPE_CHECKING:
     from ringwall.edge.connections import ConnectionLimits
     from ringwall.errors import Rejection
     from ringwall.runtime import Runtime
+    from ringwall.server.worker import Worker
+    from ringwall.tls.handshake import HandshakeInfo
 
 
 @dataclass(slots=True)
@@ -61,3 +67,29 @@ def connection_admission(
     """Return the admission of a connection that HTTP starts on, made now unless made at accept."""
     at_accept: Admission | None = transport.get_extra_info(ADMISSION_INFO)
     return at_accept if at_accept is not None else admit(runtime, client)
+
+
+def refuse(
+    worker: Worker, client: str, rejection: Rejection, handshake: HandshakeInfo | None = None
+) -> tuple[str, bytes]:
+    """Record a connection refused before any request was read, and return its response.
+
+    The refusal gets an access line and counts against the ban rules, like a
+    rejected request. Returns the request id and the problem response.
+    """
+    runtime = worker.runtime
+    exchange = Exchange(runtime, client, worker.loop.time(), time.time())
+    exchange.request_id = worker.request_ids.next()
+    exchange.tls = handshake
+    exchange.status = rejection.status
+    exchange.layer = rejection.layer
+    exchange.reason = rejection.reason
+    exchange.close = True
+    response = problem_response(
+        rejection, exchange.request_id, runtime.config.server.request_id_header, close=True
+    )
+    exchange.bytes_out = len(response)
+    worker.access_log.record(exchange)
+    if runtime.bans is not None:
+        runtime.bans.observe(client, rejection, None)
+    return exchange.request_id, response

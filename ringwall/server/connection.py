@@ -38,7 +38,7 @@ from ringwall.http.headers import RequestHeaders
 from ringwall.http.problem import problem_response, reason_phrase
 from ringwall.http.target import split_target
 from ringwall.runtime import valid_request_id
-from ringwall.server.admission import Admission, connection_admission
+from ringwall.server.admission import Admission, connection_admission, refuse
 from ringwall.server.body import RequestBody
 from ringwall.server.dispatch import BAN_RECHECK, LAYER, ExchangeDriver, ExpectationFailed
 from ringwall.server.dispatch import peer_ip as _peer_ip
@@ -129,21 +129,8 @@ class ClientConnection(ExchangeDriver, asyncio.Protocol):
 
     def _refuse_connection(self, rejection: Rejection) -> None:
         """Send `rejection` before reading anything, and close the connection."""
-        runtime = self.worker.runtime
-        exchange = Exchange(runtime, self.peer_ip, self.loop.time(), time.time())
-        exchange.request_id = self.worker.request_ids.next()
-        exchange.status = rejection.status
-        exchange.layer = rejection.layer
-        exchange.reason = rejection.reason
-        exchange.close = True
-        response = problem_response(
-            rejection, exchange.request_id, runtime.config.server.request_id_header, close=True
-        )
-        exchange.bytes_out = len(response)
+        _, response = refuse(self.worker, self.peer_ip, rejection, self.handshake)
         self.write(response)
-        self.worker.access_log.record(exchange)
-        if runtime.bans is not None:
-            runtime.bans.observe(self.peer_ip, rejection, None)
         self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -148,11 +148,12 @@ class TlsServerProtocol(asyncio.Protocol):
         handshake_timeout: float,
         protocol_factory: Callable[[], asyncio.Protocol],
         admit: Callable[[str], Admission | None] = lambda _client: None,
-        plain_http_response: Callable[[], tuple[str, bytes]] | None = None,
+        plain_http_response: Callable[[str], tuple[str, bytes]] | None = None,
     ) -> None:
         self.loop = loop
         self._admit = admit
-        # Returns a request id and the response to a client that sent plain HTTP.
+        # Given the client address, records the refusal of plain HTTP and
+        # returns its request id and response.
         self._plain_http_response = plain_http_response
         self._received = False
         # Bans and connection limits, checked at accept so that a connection
@@ -259,15 +260,16 @@ class TlsServerProtocol(asyncio.Protocol):
         if self.incoming.pending and not self.paused and not self.raw.is_closing():
             self.deliver()
 
-    def _reject_plain_http(self, response: Callable[[], tuple[str, bytes]]) -> None:
+    def _reject_plain_http(self, response: Callable[[str], tuple[str, bytes]]) -> None:
         """Send a plain HTTP 400 to a client that sent HTTP to the HTTPS listener, and close."""
-        request_id, data = response()
+        client = peer_ip(self.raw.get_extra_info("peername"))
+        request_id, data = response(client)
         log.info(
             "plain HTTP request on the HTTPS listener",
             extra={
                 "layer": LAYER,
                 "reason": "plain_http",
-                "client": peer_ip(self.raw.get_extra_info("peername")),
+                "client": client,
                 "request_id": request_id,
             },
         )

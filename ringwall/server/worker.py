@@ -12,11 +12,10 @@ import struct
 
 from ringwall.config.model import Config
 from ringwall.errors import BadRequest
-from ringwall.http.problem import problem_response
 from ringwall.logs import AccessLog, configure_error_log
 from ringwall.runtime import RequestIds, Runtime
 from ringwall.server.admin import AdminConnection
-from ringwall.server.admission import admit
+from ringwall.server.admission import admit, refuse
 from ringwall.server.connection import ClientConnection
 from ringwall.server.dispatch import ServedConnection
 from ringwall.server.redirect import RedirectConnection
@@ -109,14 +108,12 @@ class Worker:
             )
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
-    def _plain_http_response(self) -> tuple[str, bytes]:
-        """Return a request id and the 400 for plain HTTP sent to the HTTPS listener."""
-        request_id = self.request_ids.next()
+    def _plain_http_response(self, client: str) -> tuple[str, bytes]:
+        """Record plain HTTP sent to the HTTPS listener, and return the request id and the 400."""
         rejection = BadRequest(
             "tls", "the request was sent as plain HTTP to the HTTPS listener: use https://"
         )
-        header = self.runtime.config.server.request_id_header
-        return request_id, problem_response(rejection, request_id, header, close=True)
+        return refuse(self, client, rejection)
 
     def reload(self, config: Config) -> None:
         """Swap in a new configuration; requests in flight finish on the old one."""

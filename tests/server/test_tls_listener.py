@@ -278,6 +278,11 @@ def test_plain_http_on_https_port_is_400(gateway: GatewayThread) -> None:
     assert response.startswith(b"HTTP/1.1 400 ")
     assert b"Content-Type: application/problem+json" in response
     assert b"plain HTTP to the HTTPS listener" in response
+    record = gateway.access_records()[-1]
+    assert record["status"] == 400
+    assert record["layer"] == "tls"
+    assert record["tls"] is None
+    assert record["request_id"].encode() in response
 
 
 def test_unfinished_handshake_counts_against_limit(
@@ -289,9 +294,12 @@ def test_unfinished_handshake_counts_against_limit(
         socket.create_connection(("127.0.0.1", gateway.tls_port), timeout=TIMEOUT),
     ):
         response = https_get(gateway.tls_port, client_context(certs), "localhost")
+        record = gateway.access_records()[-1]
 
     assert status_of(response) == 429
     assert not upstream.requests
+    assert record["status"] == 429
+    assert record["tls"] == "TLSv1.3"
 
 
 def test_ninth_pipelined_body_arrives_later(gateway: GatewayThread, certs: Path) -> None:

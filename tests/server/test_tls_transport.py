@@ -372,7 +372,7 @@ def test_plain_http_gets_400(
         server_context,
         5.0,
         lambda: app,
-        plain_http_response=lambda: ("req-1", b"HTTP/1.1 400 Bad Request\r\n\r\n"),
+        plain_http_response=lambda _client: ("req-1", b"HTTP/1.1 400 Bad Request\r\n\r\n"),
     )
     server.connection_made(raw)
     with caplog.at_level(logging.INFO, logger="ringwall.tls"):
