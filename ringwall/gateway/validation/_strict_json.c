@@ -939,6 +939,14 @@ typedef struct {
  * A bound of minimum, maximum, exclusiveMinimum or exclusiveMaximum, in
  * each form that represents it exactly. An integer instance is compared
  * with `integer` and a double with `real`, so that no comparison rounds.
+ *
+ * jsonschema-rs 0.58.3 (built with arbitrary precision) reads a double
+ * bound as its shortest decimal string, so to it the bound 2.0**60 is
+ * 1152921504606847000, not 2^60. Nor does it compare a double instance
+ * exactly with an integer bound beyond 2^53: it finds the instance 2.0**60
+ * above the maximum 2**60. So a double bound beyond 2^53 has no `integer`
+ * form, and compare_real decides a double against an integer bound beyond
+ * 2^53 only where rounding cannot matter.
  */
 typedef struct {
     int present;
@@ -1086,8 +1094,8 @@ scan_string(const unsigned char *p, const unsigned char *end, int *escaped,
 
 enum { BELOW = -1, EQUAL = 0, ABOVE = 1, UNCOMPARABLE = 2 };
 
-/* Compare an integer instance with `bound`. A bound that is a double
- * with a fraction or beyond the int64 range is UNCOMPARABLE. */
+/* Compare an integer instance with `bound`. A double bound with a fraction
+ * or beyond 2^53 is UNCOMPARABLE (see Bound). */
 static inline int
 compare_integer(int64_t value, const Bound *bound)
 {
@@ -1101,16 +1109,21 @@ compare_integer(int64_t value, const Bound *bound)
 static inline int
 compare_real(double value, const Bound *bound)
 {
+    double nearest;
+
     if (bound->has_real) {
         return (value > bound->real) - (value < bound->real);
     }
-    /* An integer bound beyond 2^53, which a double does not represent
-     * exactly: compare as integers when the value is one. */
-    if (value == floor(value) && value >= -9223372036854775808.0 && value < 9223372036854775808.0) {
-        int64_t integer = (int64_t)value;
-        return (integer > bound->integer) - (integer < bound->integer);
+    /* An integer bound beyond 2^53. Rounding to a double never reverses an
+     * order, so a value below the double nearest to the bound is below the
+     * bound, and so is the value's shortest decimal string. A value equal
+     * to that double is UNCOMPARABLE, because jsonschema-rs does not
+     * compare it exactly (see Bound). */
+    nearest = (double)bound->integer;
+    if (value == nearest) {
+        return UNCOMPARABLE;
     }
-    return UNCOMPARABLE;
+    return value > nearest ? ABOVE : BELOW;
 }
 
 /* Return whether `order`, the result of comparing the instance with a bound, satisfies it. */
@@ -1665,8 +1678,9 @@ compile_bound(PyObject *value, Bound *bound)
         }
         bound->has_real = 1;
         bound->real = real;
-        if (real == floor(real) && real >= -9223372036854775808.0 &&
-            real < 9223372036854775808.0) {
+        /* Up to 2^53, the shortest decimal string of an integral double is
+         * its exact value, which jsonschema-rs then compares (see Bound). */
+        if (real == floor(real) && real >= -(double)exact_limit && real <= (double)exact_limit) {
             bound->has_integer = 1;
             bound->integer = (int64_t)real;
         }

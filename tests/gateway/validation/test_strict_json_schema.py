@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from collections.abc import Iterator
 from itertools import cycle
 from pathlib import Path
@@ -250,7 +251,8 @@ UNDECIDED_CASES: list[tuple[Any, bytes]] = [
     ({"const": 0}, b"-0.0"),
     ({"enum": ["a"]}, b'"\\u0061"'),  # an escaped string against enum strings
     ({"maximum": 1.5}, b"1"),  # an integer against a bound with a fraction
-    ({"maximum": 2**53 + 1}, b"0.5"),  # a double against an integer beyond 2^53
+    # A double equal to the double nearest to an integer bound beyond 2^53.
+    ({"minimum": 2**60}, b"1152921504606846976.0"),
 ]
 
 
@@ -275,6 +277,95 @@ def test_sixty_four_properties_compile() -> None:
     assert check(json.dumps({f"p{index}": index for index in range(64)}).encode(), compiled)
     assert not check(b'{"p63": "x"}', compiled)
     assert not check(b'{"p63": 1, "p63": 2}', compiled)
+
+
+# --- bounds beyond 2^53 --------------------------------------------------------
+
+# jsonschema-rs 0.58.3 reads a double bound as its shortest decimal string, so
+# to it the bound 2.0**60 is 1152921504606847000, not 2^60 = 1152921504606846976.
+# It also finds the double 2.0**60 above the integer maximum 2**60. So the
+# reference rejects each body below, although its exact value satisfies the bound.
+LARGE_BOUND_REJECTIONS: list[tuple[dict[str, Any], bytes]] = [
+    ({"minimum": 2.0**60}, b"1152921504606846977"),
+    ({"exclusiveMinimum": 2.0**60}, b"1152921504606846999"),
+    ({"maximum": -(2.0**60)}, b"-1152921504606846977"),
+    ({"exclusiveMaximum": -(2.0**60)}, b"-1152921504606846999"),
+    ({"minimum": float(INT64_MAX - 1023)}, b"9223372036854774785"),
+    ({"maximum": 2**60}, b"1152921504606846976.0"),
+    ({"maximum": 2**60}, b"1.152921504606847e18"),
+    ({"minimum": -(2**60)}, b"-1152921504606846976.0"),
+    ({"maximum": 2**62}, b"4.611686018427388e18"),
+]
+
+
+@pytest.mark.parametrize(("schema", "body"), LARGE_BOUND_REJECTIONS)
+def test_number_at_large_bound_not_accepted(schema: dict[str, Any], body: bytes) -> None:
+    assert not reference_accepts(body, schema)
+    assert not check(body, compile_checker(schema))
+
+
+# Bodies that rounding to a double cannot move across the bound, so `check` decides them.
+LARGE_BOUND_ACCEPTANCES: list[tuple[dict[str, Any], bytes]] = [
+    ({"maximum": 2**60}, b"1.1e18"),
+    ({"minimum": 2**60}, b"1.2e18"),
+    ({"exclusiveMaximum": 2**60}, b"1152921504606846720.0"),
+    ({"minimum": 2.0**53}, b"9007199254740992"),
+    ({"maximum": -(2.0**53)}, b"-9007199254740992"),
+]
+
+
+@pytest.mark.parametrize(("schema", "body"), LARGE_BOUND_ACCEPTANCES)
+def test_number_far_from_large_bound_decided(schema: dict[str, Any], body: bytes) -> None:
+    assert reference_accepts(body, schema)
+    assert check(body, compile_checker(schema))
+
+
+def _bodies_near(center: int) -> list[bytes]:
+    """Return integer and double literals at and next to `center`."""
+    bodies = [str(center + offset).encode() for offset in (-2, -1, 0, 1, 2, 24, 25)]
+    value = float(center)
+    for double in (math.nextafter(value, -math.inf), value, math.nextafter(value, math.inf)):
+        bodies.append(repr(double).encode())
+        bodies.append(b"%.17e" % double)
+    return [body for body in bodies if INT64_MIN <= int(float(body)) <= INT64_MAX]
+
+
+@pytest.mark.parametrize(
+    "center",
+    [2**53 - 1, 2**53, 2**53 + 2, 10**16 + 2, 2**60, 2**62 + 2**40, INT64_MAX - 1023],
+)
+def test_bounds_near_double_precision_limit_sound(center: int) -> None:
+    for sign in (1, -1):
+        for bound in (sign * center, float(sign * center)):
+            for keyword in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+                schema = {keyword: bound}
+                compiled = compile_checker(schema)
+                for body in _bodies_near(sign * center):
+                    assert_sound(body, schema, compiled)
+
+
+@settings(derandomize=True, max_examples=1000, deadline=None)
+@given(
+    st.integers(min_value=INT64_MIN, max_value=INT64_MAX)
+    | st.floats(min_value=-(2.0**63), max_value=float(INT64_MAX - 1023)),  # the double below 2^63
+    st.sampled_from(["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]),
+    st.booleans(),
+    st.integers(min_value=-3, max_value=3),
+)
+def test_bound_against_nearby_number_sound(
+    center: float, keyword: str, float_bound: bool, offset: int
+) -> None:
+    bound: int | float = float(center) if float_bound else int(center)
+    schema = {keyword: bound}
+    compiled = compile_checker(schema)
+    integer = int(center) + offset
+    if INT64_MIN <= integer <= INT64_MAX:
+        assert_sound(str(integer).encode(), schema, compiled)
+    double = float(center)
+    for _ in range(abs(offset)):
+        double = math.nextafter(double, math.copysign(math.inf, offset))
+    if math.isfinite(double):
+        assert_sound(repr(double).encode(), schema, compiled)
 
 
 # --- schemas outside the subset -------------------------------------------------
