@@ -643,6 +643,27 @@ parse_number(Parser *parser, const unsigned char **position)
     return PyFloat_FromDouble(number.real);
 }
 
+/*
+ * Move `*p`, just past a member of an array or object, over the comma that
+ * follows it and return 1, or over the `closing` bracket and return 0.
+ * Anything else returns -1 and leaves `*p` alone.
+ */
+static inline int
+next_member(const unsigned char **p, const unsigned char *end, unsigned char closing)
+{
+    const unsigned char *q = skip_whitespace(*p, end);
+
+    if (q < end && *q == ',') {
+        *p = skip_whitespace(q + 1, end);
+        return 1;
+    }
+    if (q < end && *q == closing) {
+        *p = q + 1;
+        return 0;
+    }
+    return -1;
+}
+
 /* Enter one more nesting level. Returns 0 to reject the body. */
 static int
 enter_container(Parser *parser)
@@ -690,7 +711,7 @@ parse_array(Parser *parser, const unsigned char **position)
     }
     for (;;) {
         PyObject *item;
-        int failed;
+        int failed, more;
 
         if (p >= end) {
             goto fail;
@@ -705,16 +726,15 @@ parse_array(Parser *parser, const unsigned char **position)
         if (failed || PyList_GET_SIZE(list) > parser->max_members) {
             goto fail;
         }
-        p = skip_whitespace(*position, end);
-        if (p < end && *p == ',') {
-            p = skip_whitespace(p + 1, end);
-            continue;
+        p = *position;
+        more = next_member(&p, end, ']');
+        if (more < 0) {
+            goto fail;
         }
-        if (p < end && *p == ']') {
-            *position = p + 1;
+        if (more == 0) {
+            *position = p;
             break;
         }
-        goto fail;
     }
     leave_container(parser);
     return list;
@@ -748,7 +768,7 @@ parse_object(Parser *parser, const unsigned char **position)
     for (;;) {
         PyObject *key, *value;
         Py_ssize_t members;
-        int failed;
+        int failed, more;
 
         if (p >= end || *p != '"') {
             goto fail;
@@ -783,16 +803,15 @@ parse_object(Parser *parser, const unsigned char **position)
             PyDict_GET_SIZE(dict) > parser->max_members) {
             goto fail;
         }
-        p = skip_whitespace(*position, end);
-        if (p < end && *p == ',') {
-            p = skip_whitespace(p + 1, end);
-            continue;
+        p = *position;
+        more = next_member(&p, end, '}');
+        if (more < 0) {
+            goto fail;
         }
-        if (p < end && *p == '}') {
-            *position = p + 1;
+        if (more == 0) {
+            *position = p;
             break;
         }
-        goto fail;
     }
     leave_container(parser);
     return dict;
@@ -1302,7 +1321,7 @@ check_array(Parser *parser, const SchemaNode *schema, const unsigned char **posi
     const unsigned char *end = parser->end;
     const unsigned char *p;
     Py_ssize_t count = 0;
-    int result = 0;
+    int result = 0, more;
 
     /* The compiled enum and const values contain no arrays. */
     if (!(schema->types & JSON_ARRAY) || schema->enum_values != NULL ||
@@ -1326,16 +1345,13 @@ check_array(Parser *parser, const SchemaNode *schema, const unsigned char **posi
                 goto done;
             }
             result = 0;
-            p = skip_whitespace(p, end);
-            if (p < end && *p == ',') {
-                p = skip_whitespace(p + 1, end);
-                continue;
+            more = next_member(&p, end, ']');
+            if (more < 0) {
+                goto done;
             }
-            if (p < end && *p == ']') {
-                p++;
+            if (more == 0) {
                 break;
             }
-            goto done;
         }
     }
     if (count >= schema->min_items && count <= schema->max_items) {
@@ -1394,7 +1410,7 @@ check_object(Parser *parser, const SchemaNode *schema, const unsigned char **pos
             const unsigned char *key, *key_end;
             const SchemaNode *member_schema = NULL;
             Py_ssize_t key_length, code_points;
-            int escaped, index;
+            int escaped, index, more;
 
             if (p >= end || *p != '"') {
                 goto done;
@@ -1448,16 +1464,13 @@ check_object(Parser *parser, const SchemaNode *schema, const unsigned char **pos
                 goto done;
             }
             result = 0;
-            p = skip_whitespace(p, end);
-            if (p < end && *p == ',') {
-                p = skip_whitespace(p + 1, end);
-                continue;
+            more = next_member(&p, end, '}');
+            if (more < 0) {
+                goto done;
             }
-            if (p < end && *p == '}') {
-                p++;
+            if (more == 0) {
                 break;
             }
-            goto done;
         }
     }
     if ((seen & schema->required) == schema->required && members >= schema->min_properties &&
