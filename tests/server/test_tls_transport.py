@@ -92,6 +92,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return make_tls_files(tmp_path_factory.mktemp("tls-transport"))
 
 
+def server_context(files: tuple[Path, Path, Path]) -> ssl.SSLContext:
+    _ca, cert, key = files
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 @pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
@@ -110,15 +117,12 @@ class Pair:
         client_context: ssl.SSLContext | None = None,
         admit: Callable[[str], Admission | None] = lambda _client: None,
     ) -> None:
-        ca, cert, key = files
-        server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server_context.load_cert_chain(cert, key)
         if client_context is None:
-            client_context = ssl.create_default_context(cafile=str(ca))
+            client_context = ssl.create_default_context(cafile=str(files[0]))
         self.loop = loop
         self.app = app
         self.raw = RawTransport()
-        self.server = TlsServerProtocol(loop, server_context, 5.0, lambda: app, admit)
+        self.server = TlsServerProtocol(loop, server_context(files), 5.0, lambda: app, admit)
         self.server.connection_made(self.raw)
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
@@ -138,15 +142,19 @@ class Pair:
             if not data and not answer:
                 return
 
-    def handshake(self) -> None:
+    def handshake(self) -> TlsTransport:
+        """Finish the handshake and return the transport the app got."""
         for _ in range(10):
             try:
                 self.client.do_handshake()
                 self.pump()
-                return
+                break
             except ssl.SSLWantReadError:
                 self.pump()
-        raise AssertionError("the handshake did not finish")
+        else:
+            raise AssertionError("the handshake did not finish")
+        assert self.app.transport is not None
+        return self.app.transport
 
     def client_read(self) -> bytes:
         chunks = []
@@ -196,9 +204,7 @@ def test_close_sends_close_notify(
     loop: asyncio.AbstractEventLoop, files: tuple[Path, Path, Path]
 ) -> None:
     pair = Pair(loop, files, App())
-    pair.handshake()
-    transport = pair.app.transport
-    assert transport is not None
+    transport = pair.handshake()
     transport.write(b"last response")
     transport.close()
     assert transport.is_closing()
@@ -268,9 +274,7 @@ def test_close_after_reset_writes_nothing(
     loop: asyncio.AbstractEventLoop, files: tuple[Path, Path, Path]
 ) -> None:
     pair = Pair(loop, files, App())
-    pair.handshake()
-    transport = pair.app.transport
-    assert transport is not None
+    transport = pair.handshake()
     pair.raw.abort()  # the client reset the connection
     pair.server.connection_lost(ConnectionResetError())
 
@@ -289,12 +293,11 @@ def test_handshake_failure_logged(
     client_context = ssl.create_default_context(cafile=str(files[0]))
     client_context.maximum_version = ssl.TLSVersion.TLSv1_2
     client_context.set_ciphers("ECDHE-ECDSA-AES128-SHA")  # CBC only
-    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(files[1], files[2])
-    server_context.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+    context = server_context(files)
+    context.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
     app = App()
     pair = Pair(loop, files, app, client_context)
-    pair.server = TlsServerProtocol(loop, server_context, 5.0, lambda: app)
+    pair.server = TlsServerProtocol(loop, context, 5.0, lambda: app)
     pair.server.connection_made(pair.raw)
     with caplog.at_level(logging.INFO, logger="ringwall.tls"), pytest.raises(ssl.SSLError):
         pair.handshake()
@@ -311,11 +314,8 @@ def test_handshake_timeout_aborts(
     files: tuple[Path, Path, Path],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    _ca, cert, key = files
-    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(cert, key)
     raw = RawTransport()
-    server = TlsServerProtocol(loop, server_context, 0.01, App)
+    server = TlsServerProtocol(loop, server_context(files), 0.01, App)
     server.connection_made(raw)
     with caplog.at_level(logging.INFO, logger="ringwall.tls"):
         loop.run_until_complete(asyncio.sleep(0.05))
@@ -339,9 +339,7 @@ def test_admission_made_at_accept(
 
     pair = Pair(loop, files, App(), admit=admit)
     assert admitted == ["127.0.0.7"]  # before any handshake byte
-    pair.handshake()
-    transport = pair.app.transport
-    assert transport is not None
+    transport = pair.handshake()
     assert transport.get_extra_info(ADMISSION_INFO) is pair.server.admission
     pair.server.connection_lost(None)
     assert released == ["released"]
@@ -362,14 +360,11 @@ def test_plain_http_gets_400(
     caplog: pytest.LogCaptureFixture,
     request_bytes: bytes,
 ) -> None:
-    _ca, cert, key = files
-    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(cert, key)
     raw = RawTransport()
     app = App()
     server = TlsServerProtocol(
         loop,
-        server_context,
+        server_context(files),
         5.0,
         lambda: app,
         plain_http_response=lambda _client: ("req-1", b"HTTP/1.1 400 Bad Request\r\n\r\n"),
