@@ -47,9 +47,9 @@ def admit(runtime: Runtime, client: str) -> Admission:
     if runtime.client_addresses.is_trusted(client):
         return Admission(trusted=True)
     if runtime.bans is not None:
-        refusal = runtime.bans.check(client)
-        if refusal is not None:
-            return Admission(refusal)
+        banned = runtime.bans.check(client)
+        if banned is not None:
+            return Admission(banned)
     limits = runtime.connection_limits
     if limits is None:
         return Admission()
@@ -69,12 +69,12 @@ def connection_admission(
     return at_accept if at_accept is not None else admit(runtime, client)
 
 
-def refuse(
+def reject_connection(
     worker: Worker, client: str, rejection: Rejection, handshake: HandshakeInfo | None = None
 ) -> tuple[str, bytes]:
     """Record a connection refused before any request was read, and return its response.
 
-    The refusal gets an access line and counts against the ban rules, like a
+    The rejection gets an access line and counts against the ban rules, like a
     rejected request. Returns the request id and the problem response.
     """
     runtime = worker.runtime

@@ -38,7 +38,7 @@ from ringwall.http.headers import RequestHeaders
 from ringwall.http.problem import problem_response, reason_phrase
 from ringwall.http.target import split_target
 from ringwall.runtime import valid_request_id
-from ringwall.server.admission import Admission, connection_admission, refuse
+from ringwall.server.admission import Admission, connection_admission, reject_connection
 from ringwall.server.body import RequestBody
 from ringwall.server.dispatch import BAN_RECHECK, LAYER, ExchangeDriver, ExpectationFailed
 from ringwall.server.dispatch import peer_ip as _peer_ip
@@ -129,7 +129,7 @@ class ClientConnection(ExchangeDriver, asyncio.Protocol):
 
     def _refuse_connection(self, rejection: Rejection) -> None:
         """Send `rejection` before reading anything, and close the connection."""
-        _, response = refuse(self.worker, self.peer_ip, rejection, self.handshake)
+        _, response = reject_connection(self.worker, self.peer_ip, rejection, self.handshake)
         self.write(response)
         self.close()
 

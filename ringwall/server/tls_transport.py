@@ -60,7 +60,9 @@ class TlsTransport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         # uvloop raises RuntimeError on a write to a connection it has closed.
-        if self._closing or self._raw_closing():
+        # close() and abort() close the raw connection at once, so this also
+        # covers them.
+        if self._raw_closing():
             return
         try:
             self._encrypt(data)
@@ -220,7 +222,7 @@ class TlsServerProtocol(asyncio.Protocol):
         if self.admission is not None:
             self.admission.release()
         if self.transport is not None:
-            self.transport._closing = True  # later writes are dropped
+            self.transport._closing = True  # close() does nothing from now on
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -328,7 +330,7 @@ class TlsServerProtocol(asyncio.Protocol):
                 return
             self.app.data_received(chunk)  # type: ignore[attr-defined]
             # OpenSSL keeps no decrypted bytes back: a record carries at most
-            # 16 KiB, and each read asks for more, so SSL_pending is 0 here.
+            # 16 KiB, and each read requests more, so SSL_pending is 0 here.
             if not incoming.pending:
                 # Reading may have made a reply, such as to a key update.
                 if self.outgoing.pending:

@@ -15,7 +15,7 @@ from ringwall.errors import BadRequest
 from ringwall.logs import AccessLog, configure_error_log
 from ringwall.runtime import RequestIds, Runtime
 from ringwall.server.admin import AdminConnection
-from ringwall.server.admission import admit, refuse
+from ringwall.server.admission import admit, reject_connection
 from ringwall.server.connection import ClientConnection
 from ringwall.server.dispatch import ServedConnection
 from ringwall.server.redirect import RedirectConnection
@@ -113,7 +113,7 @@ class Worker:
         rejection = BadRequest(
             "tls", "the request was sent as plain HTTP to the HTTPS listener: use https://"
         )
-        return refuse(self, client, rejection)
+        return reject_connection(self, client, rejection)
 
     def reload(self, config: Config) -> None:
         """Swap in a new configuration; requests in flight finish on the old one."""

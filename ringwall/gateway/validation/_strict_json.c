@@ -1925,7 +1925,7 @@ compile_keywords(Compiler *compiler, PyObject *schema, SchemaNode *node)
     PyObject *value, *properties, *required;
     int result = COMPILED;
 
-    /* The dict holds str keys only, so the lookups below raise no error. */
+    /* The dict contains str keys only, so the lookups below raise no error. */
     if ((value = PyDict_GetItemString(schema, "type")) != NULL) {
         result = compile_type(value, &node->types);
         if (result != COMPILED) {
