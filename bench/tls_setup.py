@@ -17,24 +17,15 @@ from pathlib import Path
 
 import yaml
 
+# nginx gets the cipher list of Ringwall's `profile: intermediate`: Mozilla's
+# intermediate list without its DHE suites.
+from ringwall.tls.context import INTERMEDIATE_CIPHERS
+
 BENCH_DIR = Path(__file__).resolve().parent
 FULL_HANDSHAKES_SOURCE = BENCH_DIR / "wrk_full_handshakes.c"
 # The environment variable that names the file the wrapper writes its counts to.
 HANDSHAKE_COUNTS_ENV = "WRK_HANDSHAKE_COUNTS"
 
-# Mozilla's intermediate cipher list without its DHE suites: the list that
-# Ringwall's `profile: intermediate` sets (ringwall.tls.context.INTERMEDIATE_CIPHERS).
-# A test in tests/bench keeps the two equal.
-INTERMEDIATE_CIPHERS = ":".join(
-    (
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        "ECDHE-RSA-AES128-GCM-SHA256",
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-        "ECDHE-RSA-AES256-GCM-SHA384",
-        "ECDHE-ECDSA-CHACHA20-POLY1305",
-        "ECDHE-RSA-CHACHA20-POLY1305",
-    )
-)
 # The groups of Ringwall's listener (X25519:P-256:P-384) in nginx's spelling.
 NGINX_ECDH_CURVE = "X25519:prime256v1:secp384r1"
 
