@@ -44,6 +44,7 @@ from ringwall.server.dispatch import BAN_RECHECK, LAYER, ExchangeDriver, Expecta
 from ringwall.server.dispatch import peer_ip as _peer_ip
 from ringwall.server.forward import PREBUFFER_BYTES, Forwarder
 from ringwall.server.h2_connection import H2Connection
+from ringwall.server.write_batch import write_batch
 
 if TYPE_CHECKING:
     from ringwall.server.upstream import UpstreamConnection
@@ -66,6 +67,7 @@ class ClientConnection(ExchangeDriver, asyncio.Protocol):
         self.worker = worker
         self.loop = worker.loop
         self.transport: asyncio.Transport | None = None
+        self._batch = write_batch(worker.loop)
         self.peer_ip = ""
         self.parser = httptools.HttpRequestParser(self)
         self.current: Exchange | None = None
@@ -184,9 +186,14 @@ class ClientConnection(ExchangeDriver, asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         """Handle a client that closed its sending side (a half-close)."""
+        if self.transport is not None:
+            # The transport closes after this returns None.
+            self._batch.send_now(self.transport)
         if self.tunnel is not None:
-            if self.tunnel.transport is not None and self.tunnel.transport.can_write_eof():
-                self.tunnel.transport.write_eof()
+            tunnel = self.tunnel.transport
+            if tunnel is not None and tunnel.can_write_eof():
+                self._batch.send_now(tunnel)
+                tunnel.write_eof()
             return True
         if self.current is None and (self.active is not None or self.queue):
             # Complete requests still get their responses, then the connection closes.
@@ -515,11 +522,12 @@ class ClientConnection(ExchangeDriver, asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+            self._batch.write(self.transport, data)
 
     def close(self) -> None:
         self.closing = True
         if self.transport is not None:
+            self._batch.send_now(self.transport)
             self.transport.close()
 
     def abort(self) -> None:

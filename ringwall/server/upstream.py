@@ -21,6 +21,7 @@ from ringwall.config.model import Upstream
 from ringwall.http.problem import reason_phrase
 from ringwall.proxy.balancer import Balancer, TargetState
 from ringwall.server.health import HealthChecker
+from ringwall.server.write_batch import write_batch
 from ringwall.tls.client_context import ClientTls, PinMismatch, build_client_tls, describe_tls_error
 
 log = logging.getLogger("ringwall.upstream")
@@ -65,6 +66,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool = pool
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
+        self._batch = write_batch(pool.loop)
         self.sink: ResponseSink | None = None
         self.parser: httptools.HttpResponseParser | None = None
         self.head_request = False
@@ -189,11 +191,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
-        self.transport.write(data)
+        self._batch.write(self.transport, data)
 
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
+            self._batch.send_now(self.transport)
             self.transport.close()
 
     def abort(self) -> None:

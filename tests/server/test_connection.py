@@ -4,6 +4,7 @@ Each rejection test checks the status, the problem+json body and that the
 upstream received nothing.
 """
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -366,3 +367,27 @@ def test_unserved_host_gets_421(upstream: RawUpstream, tmp_path: Path) -> None:
         ):
             response = request(gateway.port, b"GET / HTTP/1.1\r\nHost: %b\r\n\r\n" % host)
             assert response.status == status, host
+
+
+def test_response_arrives_when_the_request_ends_with_a_half_close(
+    upstream: RawUpstream, tmp_path: Path
+) -> None:
+    # The 405 is held until the loop ends its poll, the connection stays
+    # open after it, and the FIN comes in the same segment as the request
+    # (TCP cork): the response must still go out before the connection closes.
+    config = proxy_config(upstream.port, route_extra="    methods: [GET]")
+    with (
+        running_gateway(config, tmp_path) as gateway,
+        socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock,
+    ):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        sock.sendall(b"DELETE / HTTP/1.1\r\nHost: app\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405 ")
+    assert b"connection: close" not in head.lower()
+    assert json.loads(body)["status"] == 405
+    assert upstream.connections == []
