@@ -59,9 +59,12 @@ class Pipeline:
         route = exchange.route
         assert route is not None
         layers = route.layers
+        last = len(layers) - 1
         for index, layer in enumerate(layers):
             pending = layer.check_head(exchange)
             if pending is not None:
+                if index == last:
+                    return pending  # no layer left to run after it
                 return self._continue(pending, layers[index + 1 :], exchange)
         return None
 

@@ -1,6 +1,7 @@
 """The layer pipeline: order, synchronous rejections, and layers that await."""
 
 import asyncio
+import types
 from collections.abc import Awaitable
 from typing import Any
 
@@ -124,6 +125,18 @@ def test_rejection_after_await() -> None:
     with pytest.raises(Rejection):
         asyncio.run(_await(pending))
     assert calls == ["a", "b"]
+
+
+def test_last_layer_awaitable_returned_as_is() -> None:
+    # No layer runs after it, so no coroutine needs to wrap it.
+    calls: list[str] = []
+    last = RecordingLayer("c", calls, wait=True)
+    pipeline = pipeline_of([], [RecordingLayer("b", calls), last], calls)
+    pending = pipeline.check_head(make_exchange())
+    assert isinstance(pending, types.CoroutineType)
+    assert pending.cr_code is asyncio.sleep.__code__
+    asyncio.run(_await(pending))
+    assert calls == ["routing", "b", "c"]
 
 
 async def _await(pending: Awaitable[None]) -> None:

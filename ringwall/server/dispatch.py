@@ -213,6 +213,9 @@ class ExchangeDriver:
     async def _run(
         self, exchange: Exchange, pending: object, forwarder: Forwarder | None = None
     ) -> None:
+        # False once the exchange went out without a coroutine: then the
+        # response callbacks finish it (see `forward_finished`).
+        finish = True
         try:
             if pending is not None:
                 await pending  # type: ignore[misc]
@@ -224,6 +227,12 @@ class ExchangeDriver:
             if forwarder is None:
                 upstream = exchange.runtime.upstreams[route.upstream]
                 forwarder = self.forwarder_type(self, exchange, upstream)
+                # Once a waiting layer (a Redis limit, say) is done, send the
+                # request as `_start` does. A retry from `forward_in_task` takes `run`.
+                if pending is not None and exchange.upgrade is None and forwarder.try_start():
+                    self.forwarder = forwarder
+                    finish = False
+                    return
             self.forwarder = forwarder
             await forwarder.run()
         except Rejection as rejection:
@@ -237,9 +246,10 @@ class ExchangeDriver:
             )
             self._reject(exchange, InternalError("proxy", "internal error", close=True))
         finally:
-            self.forwarder = None
-            if self.tunnel is None:
-                self._finish(exchange)
+            if finish:
+                self.forwarder = None
+                if self.tunnel is None:
+                    self._finish(exchange)
 
     def _note_rejection(self, exchange: Exchange, rejection: Rejection) -> bool:
         """Record `rejection` for the logs, the audit and bans, and set the response status.
