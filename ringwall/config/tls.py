@@ -79,15 +79,26 @@ class ClientAuthConfig(_Model):
     client. `required` ends the handshake of a client without a valid
     certificate. The CA bundle is the only trust anchor for client
     certificates, because the system roots are never used.
+
+    `crl` names a PEM file of certificate revocation lists from those CAs.
+    A client certificate that a CRL lists as revoked, or whose issuer has no
+    CRL in the file, fails the handshake. An expired CRL fails every client
+    certificate of its CA, as in OpenSSL, until the file is replaced.
     """
 
     mode: Literal["none", "optional", "required"] = "none"
     ca: Path | None = None
+    crl: Path | None = None
 
     @field_validator("ca")
     @classmethod
     def _check_ca(cls, value: Path | None) -> Path | None:
         return None if value is None else _check_pem_file(value, "client CA file")
+
+    @field_validator("crl")
+    @classmethod
+    def _check_crl(cls, value: Path | None) -> Path | None:
+        return None if value is None else _check_pem_file(value, "client CRL file")
 
     @model_validator(mode="after")
     def _require_ca(self) -> ClientAuthConfig:
@@ -95,6 +106,11 @@ class ClientAuthConfig(_Model):
             raise ValueError(
                 f"client_auth mode {self.mode} needs ca: the PEM bundle of the CAs "
                 "that sign client certificates"
+            )
+        if self.mode == "none" and self.crl is not None:
+            raise ValueError(
+                "client_auth crl applies only to client certificates: set mode to "
+                "optional or required, or remove crl"
             )
         return self
 

@@ -22,6 +22,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -52,6 +53,7 @@ INTERMEDIATE_CIPHERS = ":".join(
     )
 )
 GROUPS = "X25519:P-256:P-384"
+_CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
 # How long a session can be resumed: one day, as in Mozilla's generated
 # nginx configuration (ssl_session_timeout 1d).
 SESSION_LIFETIME = 86_400
@@ -130,6 +132,52 @@ def _read_certificate(index: int, cert: Path, key: Path) -> _Certificate:
     return _Certificate(cert, key, frozenset(dns), frozenset(ips), _stamp(cert, key))
 
 
+def _client_auth_path(policy: int) -> str:
+    if policy == DEFAULT_POLICY:
+        return "server.tls.client_auth"
+    return f"server.tls.sni[{policy}].client_auth"
+
+
+def _load_crls(context: ssl.SSLContext, path: Path, key_path: str, now: float) -> None:
+    """Add the CRLs in `path` to `context` and check each client certificate against them."""
+    try:
+        blocks = _CRL_BLOCK.findall(path.read_bytes())
+        crls = [x509.load_pem_x509_crl(block) for block in blocks]
+    except (OSError, ValueError) as exc:
+        raise TlsConfigError(key_path, f"cannot read the CRLs in {path}: {exc}") from None
+    if not crls:
+        raise TlsConfigError(
+            key_path,
+            f"{path} contains no X509 CRL block: expected the PEM CRLs of the client CAs",
+        )
+    for crl in crls:
+        next_update = crl.next_update_utc
+        if next_update is not None and next_update.timestamp() < now:
+            log.warning(
+                "a client CRL has expired, so every client certificate of its CA fails "
+                "the handshake until the file is replaced",
+                extra={"file": str(path), "issuer": crl.issuer.rfc4514_string()},
+            )
+    try:
+        context.load_verify_locations(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsConfigError(key_path, f"cannot load the CRLs in {path}: {exc}") from None
+    context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    openssl.check_crls(context)
+
+
+def _crl_stamps(config: TlsListenerConfig) -> tuple[tuple[Path, float], ...]:
+    """Return each CRL file of `config` with its modification time, 0.0 if unreadable."""
+    paths = [config.client_auth.crl, *(entry.client_auth.crl for entry in config.sni)]
+    stamps = []
+    for path in dict.fromkeys(path for path in paths if path is not None):
+        try:
+            stamps.append((path, path.stat().st_mtime))
+        except OSError:
+            stamps.append((path, 0.0))
+    return tuple(stamps)
+
+
 def ticket_keys(secret: bytes, period: int) -> bytes:
     """Derive the 80 bytes of session ticket keys for one rotation period from `secret`."""
     label = b"ringwall session tickets %d" % period
@@ -187,6 +235,7 @@ class ServerTls:
         self.config = config
         self._certificates: tuple[_Certificate, ...] = ()
         self._contexts: dict[tuple[int, int], ssl.SSLContext] = {}
+        self._crl_stamps: tuple[tuple[Path, float], ...] = ()
         self.apply(config)
         self.rotate_ticket_keys()
 
@@ -213,12 +262,16 @@ class ServerTls:
         self.config = config
         self._certificates = certificates
         self._contexts = contexts
+        self._crl_stamps = _crl_stamps(config)
 
     def reload_changed_files(self) -> bool:
-        """Reload the certificate files if any changed, and return whether they were replaced."""
-        if all(
-            _stamp(certificate.cert, certificate.key) == certificate.stamp
-            for certificate in self._certificates
+        """Reload the certificate and CRL files if any changed; return whether they reloaded."""
+        if (
+            all(
+                _stamp(certificate.cert, certificate.key) == certificate.stamp
+                for certificate in self._certificates
+            )
+            and _crl_stamps(self.config) == self._crl_stamps
         ):
             return False
         try:
@@ -229,7 +282,9 @@ class ServerTls:
                 extra={"error": str(exc)},
             )
             return False
-        log.info("TLS certificates reloaded", extra={"certificates": len(self._certificates)})
+        log.info(
+            "TLS certificates and CRLs reloaded", extra={"certificates": len(self._certificates)}
+        )
         return True
 
     def rotate_ticket_keys(self) -> None:
@@ -261,8 +316,10 @@ class ServerTls:
                 context.load_verify_locations(cafile=str(client_auth.ca))
             except (OSError, ssl.SSLError) as exc:
                 raise TlsConfigError(
-                    "server.tls.client_auth.ca", f"cannot load {client_auth.ca}: {exc}"
+                    f"{_client_auth_path(policy)}.ca", f"cannot load {client_auth.ca}: {exc}"
                 ) from None
+        if client_auth.crl is not None:
+            _load_crls(context, client_auth.crl, f"{_client_auth_path(policy)}.crl", self._clock())
         return context
 
     def _leaf_context(

@@ -27,6 +27,8 @@ _SSL_CTRL_SET_GROUPS_LIST = 92
 SSL_VERIFY_NONE = 0x00
 SSL_VERIFY_PEER = 0x01
 SSL_VERIFY_FAIL_IF_NO_PEER_CERT = 0x02
+# From x509_vfy.h: check the leaf certificate against the CRLs in the store.
+_X509_V_FLAG_CRL_CHECK = 0x4
 # 16 bytes of key name, 32 of HMAC secret and 32 of AES key.
 TICKET_KEYS_LENGTH = 80
 
@@ -65,6 +67,13 @@ class _Library:
         self.set_num_tickets = library.SSL_set_num_tickets
         self.set_num_tickets.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
         self.set_num_tickets.restype = ctypes.c_int
+        self.ctx_get_cert_store = library.SSL_CTX_get_cert_store
+        self.ctx_get_cert_store.argtypes = [ctypes.c_void_p]
+        self.ctx_get_cert_store.restype = ctypes.c_void_p
+        # In libcrypto, which dlsym finds through libssl's dependencies.
+        self.store_set_flags = library.X509_STORE_set_flags
+        self.store_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
+        self.store_set_flags.restype = ctypes.c_int
 
 
 @cache
@@ -132,6 +141,20 @@ def set_session_id_context(context: ssl.SSLContext, value: bytes) -> None:
 def set_session_timeout(context: ssl.SSLContext, seconds: int) -> None:
     """Set how long a session, and so a ticket, can be resumed."""
     _require().ctx_set_timeout(_pointer(context), seconds)
+
+
+def check_crls(context: ssl.SSLContext) -> None:
+    """Make `context`'s certificate store check each client certificate against its CRLs.
+
+    `SSLContext.verify_flags` sets the flags of the context, which a
+    connection copies when it is created, so they are lost when the SNI
+    callback moves it to this context. The store's own flags still apply,
+    because verification starts from the store of the connection's current context.
+    """
+    library = _require()
+    store = library.ctx_get_cert_store(_pointer(context))
+    if not store or library.store_set_flags(store, _X509_V_FLAG_CRL_CHECK) != 1:
+        raise RuntimeError("the CRL check could not be set on the TLS context's certificate store")
 
 
 def ask_client_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket, mode: int) -> None:

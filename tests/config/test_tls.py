@@ -79,3 +79,19 @@ def test_invalid_sni_name(files: tuple[Path, Path, Path]) -> None:
     _, cert, key = files
     issues = issues_of(server_tls(cert, key, "    sni:\n      - names: ['a.*.example.test']\n"))
     assert "invalid server name" in issues[0].message
+
+
+def test_crl_needs_client_auth(files: tuple[Path, Path, Path]) -> None:
+    ca, cert, key = files
+    extra = f"    client_auth: {{mode: none, crl: {ca}}}\n"
+    issues = issues_of(server_tls(cert, key, extra))
+    assert issues[0].path == "server.tls.client_auth"
+    assert "crl applies only to client certificates" in issues[0].message
+
+
+def test_unreadable_crl_file(tmp_path: Path, files: tuple[Path, Path, Path]) -> None:
+    ca, cert, key = files
+    extra = f"    client_auth: {{mode: required, ca: {ca}, crl: {tmp_path / 'missing.pem'}}}\n"
+    issues = issues_of(server_tls(cert, key, extra))
+    assert issues[0].path == "server.tls.client_auth.crl"
+    assert "cannot read client CRL file" in issues[0].message

@@ -10,6 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ringwall.certs_cli import ensure_dev_certificates
 from tests.support.gateway_thread import GatewayThread, proxy_config, running_gateway
@@ -236,6 +239,64 @@ def test_certificate_reload(certs: Path, upstream: RawUpstream, tmp_path: Path) 
             established.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             assert established.recv(65536).startswith(b"HTTP/1.1 200 ")
             assert established.getpeercert(binary_form=True) == first
+
+
+def write_crl(certs: Path, path: Path, revoked: tuple[Path, ...] = ()) -> None:
+    """Write a CRL of the dev CA in `certs` that lists the certificates in `revoked`."""
+    ca = x509.load_pem_x509_certificate((certs / "ca.pem").read_bytes())
+    key = serialization.load_pem_private_key((certs / "ca-key.pem").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.subject)
+        .last_update(now - datetime.timedelta(minutes=1))
+        .next_update(now + datetime.timedelta(days=1))
+    )
+    for certificate_file in revoked:
+        serial = x509.load_pem_x509_certificate(certificate_file.read_bytes()).serial_number
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+        )
+    crl = builder.sign(key, hashes.SHA256())
+    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+
+
+def crl_gateway_config(certs: Path, upstream: RawUpstream, crl: Path) -> str:
+    extra = f"""    reload_interval: 0.5s
+    sni:
+      - names: [ringwall.localhost]
+        client_auth: {{mode: required, ca: {certs / "ca.pem"}, crl: {crl}}}
+"""
+    return tls_config(certs, upstream, extra)
+
+
+def test_revoked_client_certificate_refused(
+    certs: Path, upstream: RawUpstream, tmp_path: Path
+) -> None:
+    crl = tmp_path / "crl.pem"
+    write_crl(certs, crl, revoked=(certs / "client.pem",))
+    config = crl_gateway_config(certs, upstream, crl)
+    with running_gateway(config, tmp_path, serve_tls=True) as server:
+        with_certificate = client_context(certs, with_certificate=True)
+        assert refused(server.tls_port, with_certificate, "ringwall.localhost")
+
+
+def test_crl_reload_revokes_new_connections(
+    certs: Path, upstream: RawUpstream, tmp_path: Path
+) -> None:
+    crl = tmp_path / "crl.pem"
+    write_crl(certs, crl)
+    config = crl_gateway_config(certs, upstream, crl)
+    with running_gateway(config, tmp_path, serve_tls=True) as server:
+        with_certificate = client_context(certs, with_certificate=True)
+        response = https_get(server.tls_port, with_certificate, "ringwall.localhost")
+        assert status_of(response) == 200
+        # The CA revokes the client certificate: the next handshakes fail.
+        write_crl(certs, crl, revoked=(certs / "client.pem",))
+        assert wait_for(
+            lambda: refused(server.tls_port, with_certificate, "ringwall.localhost"), seconds=5.0
+        )
 
 
 def h2_get(gateway: GatewayThread, certs: Path, path: bytes, authority: bytes) -> StreamResponse:

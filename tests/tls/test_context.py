@@ -122,3 +122,17 @@ server:
     )
     assert check_tls_files(config).startswith("server.tls.certificates[0].key: cannot use")
     assert check_tls_files(parse_config("server: {}")) == ""
+
+
+def test_crl_file_without_crl_rejected(certs: Path) -> None:
+    # A PEM file, but of certificates: the path of the SNI entry names it.
+    config = listener(certs)
+    sni = config.sni[0].model_copy(
+        update={
+            "client_auth": config.sni[0].client_auth.model_copy(update={"crl": certs / "ca.pem"})
+        }
+    )
+    with pytest.raises(
+        TlsConfigError, match=r"server.tls.sni\[0\].client_auth.crl: .* no X509 CRL"
+    ):
+        ServerTls(config.model_copy(update={"sni": (sni, config.sni[1])}), b"s" * 32)
