@@ -106,6 +106,7 @@ def _stamp(certificate: Path, key: Path) -> tuple[float, float]:
 
 def _read_certificate(index: int, cert: Path, key: Path) -> _Certificate:
     key_path = f"server.tls.certificates[{index}]"
+    stamp = _stamp(cert, key)  # before reading, as for CRLs in `ServerTls.apply`
     try:
         leaf = x509.load_pem_x509_certificate(cert.read_bytes())
     except (OSError, ValueError) as exc:
@@ -129,7 +130,7 @@ def _read_certificate(index: int, cert: Path, key: Path) -> _Certificate:
             f"cannot use {key} with {cert}: {exc}. Check that the key "
             "belongs to the certificate and is not encrypted",
         ) from None
-    return _Certificate(cert, key, frozenset(dns), frozenset(ips), _stamp(cert, key))
+    return _Certificate(cert, key, frozenset(dns), frozenset(ips), stamp)
 
 
 def _client_auth_path(policy: int) -> str:
@@ -141,7 +142,8 @@ def _client_auth_path(policy: int) -> str:
 def _load_crls(context: ssl.SSLContext, path: Path, key_path: str, now: float) -> None:
     """Add the CRLs in `path` to `context` and check each client certificate against them."""
     try:
-        blocks = _CRL_BLOCK.findall(path.read_bytes())
+        data = path.read_bytes()
+        blocks = _CRL_BLOCK.findall(data)
         crls = [x509.load_pem_x509_crl(block) for block in blocks]
     except (OSError, ValueError) as exc:
         raise TlsConfigError(key_path, f"cannot read the CRLs in {path}: {exc}") from None
@@ -149,6 +151,14 @@ def _load_crls(context: ssl.SSLContext, path: Path, key_path: str, now: float) -
         raise TlsConfigError(
             key_path,
             f"{path} contains no X509 CRL block: expected the PEM CRLs of the client CAs",
+        )
+    # OpenSSL would trust a certificate in this file as a CA, so a file that
+    # only needs to carry signed CRLs could otherwise add one.
+    if data.count(b"-----BEGIN ") != len(blocks):
+        raise TlsConfigError(
+            key_path,
+            f"{path} contains a PEM block other than X509 CRL: keep only the CRLs in this "
+            "file, and the CA certificates in client_auth.ca",
         )
     for crl in crls:
         next_update = crl.next_update_utc
@@ -246,6 +256,9 @@ class ServerTls:
 
         On TlsConfigError the current certificates and policies stay in use.
         """
+        # Taken before the files are read, so that a file replaced during the
+        # load differs from its stamp and is read again at the next check.
+        crl_stamps = _crl_stamps(config)
         certificates = tuple(
             _read_certificate(index, files.cert, files.key)
             for index, files in enumerate(config.certificates)
@@ -262,7 +275,7 @@ class ServerTls:
         self.config = config
         self._certificates = certificates
         self._contexts = contexts
-        self._crl_stamps = _crl_stamps(config)
+        self._crl_stamps = crl_stamps
 
     def reload_changed_files(self) -> bool:
         """Reload the certificate and CRL files if any changed; return whether they reloaded."""

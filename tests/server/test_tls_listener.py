@@ -10,14 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from ringwall.certs_cli import ensure_dev_certificates
 from tests.support.gateway_thread import GatewayThread, proxy_config, running_gateway
 from tests.support.h2_client import H2Client, StreamResponse, tls_client_context
 from tests.support.raw_upstream import RawUpstream
+from tests.support.tls import write_crl
 from tests.support.waiting import wait_for
 
 TIMEOUT = 5.0
@@ -239,27 +237,6 @@ def test_certificate_reload(certs: Path, upstream: RawUpstream, tmp_path: Path) 
             established.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             assert established.recv(65536).startswith(b"HTTP/1.1 200 ")
             assert established.getpeercert(binary_form=True) == first
-
-
-def write_crl(certs: Path, path: Path, revoked: tuple[Path, ...] = ()) -> None:
-    """Write a CRL of the dev CA in `certs` that lists the certificates in `revoked`."""
-    ca = x509.load_pem_x509_certificate((certs / "ca.pem").read_bytes())
-    key = serialization.load_pem_private_key((certs / "ca-key.pem").read_bytes(), None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca.subject)
-        .last_update(now - datetime.timedelta(minutes=1))
-        .next_update(now + datetime.timedelta(days=1))
-    )
-    for certificate_file in revoked:
-        serial = x509.load_pem_x509_certificate(certificate_file.read_bytes()).serial_number
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
-        )
-    crl = builder.sign(key, hashes.SHA256())
-    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
 
 
 def crl_gateway_config(certs: Path, upstream: RawUpstream, crl: Path) -> str:

@@ -65,3 +65,24 @@ def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
         )
     )
     return ca_file, cert_file, key_file
+
+
+def write_crl(certs: Path, path: Path, revoked: tuple[Path, ...] = ()) -> None:
+    """Write a CRL of the dev CA in `certs` that lists the certificates in `revoked`."""
+    ca = x509.load_pem_x509_certificate((certs / "ca.pem").read_bytes())
+    key = serialization.load_pem_private_key((certs / "ca-key.pem").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.subject)
+        .last_update(now - datetime.timedelta(minutes=1))
+        .next_update(now + datetime.timedelta(days=1))
+    )
+    for certificate_file in revoked:
+        serial = x509.load_pem_x509_certificate(certificate_file.read_bytes()).serial_number
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+        )
+    crl = builder.sign(key, hashes.SHA256())
+    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))

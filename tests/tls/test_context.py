@@ -3,12 +3,15 @@
 import datetime
 import os
 import shutil
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ringwall.certs_cli import ensure_dev_certificates
 from ringwall.config.tls import TlsListenerConfig
+from ringwall.tls import context as context_module
 from ringwall.tls.context import (
     DEFAULT_POLICY,
     ServerTls,
@@ -17,7 +20,7 @@ from ringwall.tls.context import (
     ticket_keys,
 )
 from ringwall.tls.handshake import HandshakeInfo
-from tests.support.tls import make_tls_files
+from tests.support.tls import make_tls_files, write_crl
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +139,46 @@ def test_crl_file_without_crl_rejected(certs: Path) -> None:
         TlsConfigError, match=r"server.tls.sni\[0\].client_auth.crl: .* no X509 CRL"
     ):
         ServerTls(config.model_copy(update={"sni": (sni, config.sni[1])}), b"s" * 32)
+
+
+def crl_listener(certs: Path, crl: Path) -> TlsListenerConfig:
+    return TlsListenerConfig.model_validate(
+        {
+            "certificates": [{"cert": certs / "server.pem", "key": certs / "server-key.pem"}],
+            "sni": [
+                {
+                    "names": ["ringwall.localhost"],
+                    "client_auth": {"mode": "required", "ca": certs / "ca.pem", "crl": crl},
+                }
+            ],
+        }
+    )
+
+
+def test_crl_file_with_certificate_rejected(certs: Path, tmp_path: Path) -> None:
+    # OpenSSL would trust a certificate loaded from the CRL file as a CA.
+    crl = tmp_path / "crl.pem"
+    write_crl(certs, crl)
+    crl.write_bytes(crl.read_bytes() + (certs / "ca.pem").read_bytes())
+    with pytest.raises(TlsConfigError, match=r"sni\[0\].client_auth.crl: .* other than X509 CRL"):
+        ServerTls(crl_listener(certs, crl), b"s" * 32)
+
+
+def test_crl_replaced_during_load_read_again(
+    certs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crl = tmp_path / "crl.pem"
+    write_crl(certs, crl)
+    tls = ServerTls(crl_listener(certs, crl), b"s" * 32)
+    original = context_module._load_crls
+
+    def load_then_replace(*args: Any) -> None:
+        original(*args)
+        # The CA's publishing job replaces the file right after this read.
+        write_crl(certs, crl, revoked=(certs / "client.pem",))
+        os.utime(crl, (time.time() + 5, time.time() + 5))
+
+    monkeypatch.setattr(context_module, "_load_crls", load_then_replace)
+    tls.apply(tls.config)
+    monkeypatch.setattr(context_module, "_load_crls", original)
+    assert tls.reload_changed_files()
