@@ -49,7 +49,8 @@ class WriteBatch:
     def __init__(
         self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._loop = loop
+        # Weak, so that the batch does not keep its loop in `_BATCHES` forever.
+        self._loop = weakref.ref(loop)
         self._clock = clock
         self._held: dict[asyncio.WriteTransport, list[bytes]] = {}
         self._scheduled = False
@@ -65,8 +66,10 @@ class WriteBatch:
             if not self._scheduled:
                 self._scheduled = True
                 self._since = self._clock()
+                loop = self._loop()
+                assert loop is not None  # a transport writes only while its loop exists
                 # call_soon runs after the callbacks of the current poll's events.
-                self._loop.call_soon(self._poll_ended)
+                loop.call_soon(self._poll_ended)
             elif self._clock() - self._since > MAX_HOLD:
                 self.flush()
                 self._since = self._clock()

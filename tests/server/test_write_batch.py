@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -164,3 +166,13 @@ def test_write_batch_one_per_loop(loop: asyncio.AbstractEventLoop) -> None:
         assert write_batch(other) is not write_batch(loop)
     finally:
         other.close()
+
+
+def test_write_batch_freed_with_its_loop() -> None:
+    other = uvloop.new_event_loop()
+    write_batch(other)
+    freed = weakref.ref(other)
+    other.close()
+    del other
+    gc.collect()
+    assert freed() is None
