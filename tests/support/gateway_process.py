@@ -58,9 +58,14 @@ class Gateway:
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                    break
             except OSError:
                 time.sleep(0.05)
+        # The supervisor binds the port before it forks the workers.
+        while time.monotonic() < deadline:
+            if self.worker_pids():
+                return
+            time.sleep(0.05)
         raise RuntimeError(f"gateway did not start: {self.log()}")
 
     def status(self, path: bytes) -> int:
