@@ -82,6 +82,9 @@ class ClientConnection(ExchangeDriver, asyncio.Protocol):
         self.closing = False
         self.parse_failed = False
         self.client_done = False
+        # Which sides of a tunnel have ended with a FIN.
+        self.tunnel_client_done = False
+        self.tunnel_upstream_done = False
         self.read_paused = False
         # Deadlines in loop time; 0 means not set. The worker's sweeper checks them.
         self.head_deadline = 0.0
@@ -190,10 +193,13 @@ class ClientConnection(ExchangeDriver, asyncio.Protocol):
             # The transport closes after this returns None.
             self._batch.send_now(self.transport)
         if self.tunnel is not None:
+            if self.tunnel_upstream_done:
+                return None  # both sides ended: connection_lost closes the upstream
             tunnel = self.tunnel.transport
             if tunnel is not None and tunnel.can_write_eof():
                 self._batch.send_now(tunnel)
                 tunnel.write_eof()
+            self.tunnel_client_done = True
             return True
         if self.current is None and (self.active is not None or self.queue):
             # Complete requests still get their responses, then the connection closes.
@@ -613,6 +619,17 @@ class _TunnelSink:
 
     def upstream_upgraded(self, leftover: bytes) -> None:
         pass
+
+    def upstream_eof(self) -> bool:
+        """Pass the upstream's FIN to the client, unless the client's side has ended or cannot."""
+        client = self.client
+        transport = client.transport
+        if client.tunnel_client_done or transport is None or not transport.can_write_eof():
+            return False  # the upstream closes, and the client with it
+        client._batch.send_now(transport)
+        transport.write_eof()
+        client.tunnel_upstream_done = True
+        return True
 
     def flush(self) -> None:
         pass

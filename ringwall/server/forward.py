@@ -350,6 +350,9 @@ class Forwarder:
         self.client.start_tunnel(connection, leftover)
         self._settle(Outcome.DONE)
 
+    def upstream_eof(self) -> bool:
+        return False  # not a tunnel yet: the upstream's end closes the connection
+
     def upstream_write_paused(self) -> None:
         pass  # the body sender checks the connection's pause state itself
 

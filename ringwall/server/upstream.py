@@ -43,6 +43,9 @@ class ResponseSink(Protocol):
 
     def upstream_upgraded(self, leftover: bytes) -> None: ...
 
+    def upstream_eof(self) -> bool:
+        """Take the upstream's end of a tunnel; return True to keep receiving the client's side."""
+
     def upstream_write_ready(self) -> None: ...
 
     def upstream_write_paused(self) -> None: ...
@@ -105,6 +108,12 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 sink.upstream_failed(_closed_reason(exc), self.received_any)
             sink.flush()
+
+    def eof_received(self) -> bool | None:
+        # On a tunnel the client may still send after the upstream ends its side.
+        if self.tunnel and self.sink is not None and self.sink.upstream_eof():
+            return True
+        return None  # the transport closes, and connection_lost ends the exchange
 
     def data_received(self, data: bytes) -> None:
         sink = self.sink
