@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from ringwall.config.model import Config
 from ringwall.config.tls import ClientAuthConfig, TlsListenerConfig
@@ -139,8 +140,12 @@ def _client_auth_path(policy: int) -> str:
     return f"server.tls.sni[{policy}].client_auth"
 
 
-def _load_crls(context: ssl.SSLContext, path: Path, key_path: str, now: float) -> None:
-    """Add the CRLs in `path` to `context` and check each client certificate against them."""
+def _read_crls(path: Path, key_path: str, now: float) -> tuple[bytes, ...]:
+    """Read and check the PEM CRLs in `path`, and return each one in DER.
+
+    The contexts get these bytes rather than the path, so a file replaced
+    after this check cannot add anything that was not checked.
+    """
     try:
         data = path.read_bytes()
         blocks = _CRL_BLOCK.findall(data)
@@ -152,8 +157,8 @@ def _load_crls(context: ssl.SSLContext, path: Path, key_path: str, now: float) -
             key_path,
             f"{path} contains no X509 CRL block: expected the PEM CRLs of the client CAs",
         )
-    # OpenSSL would trust a certificate in this file as a CA, so a file that
-    # only needs to carry signed CRLs could otherwise add one.
+    # OpenSSL would trust a certificate in a file it loads as a CA, so a
+    # file that only needs to carry signed CRLs must not contain one.
     if data.count(b"-----BEGIN ") != len(blocks):
         raise TlsConfigError(
             key_path,
@@ -168,12 +173,7 @@ def _load_crls(context: ssl.SSLContext, path: Path, key_path: str, now: float) -
                 "the handshake until the file is replaced",
                 extra={"file": str(path), "issuer": crl.issuer.rfc4514_string()},
             )
-    try:
-        context.load_verify_locations(cafile=str(path))
-    except (OSError, ssl.SSLError) as exc:
-        raise TlsConfigError(key_path, f"cannot load the CRLs in {path}: {exc}") from None
-    context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-    openssl.check_crls(context)
+    return tuple(crl.public_bytes(serialization.Encoding.DER) for crl in crls)
 
 
 def _crl_stamps(config: TlsListenerConfig) -> tuple[tuple[Path, float], ...]:
@@ -265,10 +265,16 @@ class ServerTls:
         )
         contexts = {}
         policies = [config.client_auth, *(entry.client_auth for entry in config.sni)]
+        now = self._clock()
         for policy_index, policy in enumerate(policies, start=DEFAULT_POLICY):
+            crls = (
+                _read_crls(policy.crl, f"{_client_auth_path(policy_index)}.crl", now)
+                if policy.crl is not None
+                else ()
+            )
             for cert_index, certificate in enumerate(certificates):
                 contexts[(cert_index, policy_index)] = self._leaf_context(
-                    certificate, policy, policy_index
+                    certificate, policy, policy_index, crls
                 )
         if config.profile != self.profile:
             log.warning("a change to server.tls.profile takes effect only after a restart")
@@ -309,7 +315,9 @@ class ServerTls:
             openssl.set_ticket_keys(self.context, ticket_keys(self._ticket_secret, period))
             self._ticket_period = period
 
-    def _profile_context(self, client_auth: ClientAuthConfig, policy: int) -> ssl.SSLContext:
+    def _profile_context(
+        self, client_auth: ClientAuthConfig, policy: int, crls: tuple[bytes, ...] = ()
+    ) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         if self.profile == "modern":
             context.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -331,14 +339,19 @@ class ServerTls:
                 raise TlsConfigError(
                     f"{_client_auth_path(policy)}.ca", f"cannot load {client_auth.ca}: {exc}"
                 ) from None
-        if client_auth.crl is not None:
-            _load_crls(context, client_auth.crl, f"{_client_auth_path(policy)}.crl", self._clock())
+        if crls:
+            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+            openssl.add_crls(context, crls)
         return context
 
     def _leaf_context(
-        self, certificate: _Certificate, client_auth: ClientAuthConfig, policy: int
+        self,
+        certificate: _Certificate,
+        client_auth: ClientAuthConfig,
+        policy: int,
+        crls: tuple[bytes, ...],
     ) -> ssl.SSLContext:
-        context = self._profile_context(client_auth, policy)
+        context = self._profile_context(client_auth, policy, crls)
         context.load_cert_chain(certificate.cert, certificate.key)
         return context
 

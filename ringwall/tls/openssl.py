@@ -74,6 +74,15 @@ class _Library:
         self.store_set_flags = library.X509_STORE_set_flags
         self.store_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
         self.store_set_flags.restype = ctypes.c_int
+        self.store_add_crl = library.X509_STORE_add_crl
+        self.store_add_crl.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self.store_add_crl.restype = ctypes.c_int
+        self.d2i_crl = library.d2i_X509_CRL
+        self.d2i_crl.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_long]
+        self.d2i_crl.restype = ctypes.c_void_p
+        self.crl_free = library.X509_CRL_free
+        self.crl_free.argtypes = [ctypes.c_void_p]
+        self.crl_free.restype = None
 
 
 @cache
@@ -143,17 +152,32 @@ def set_session_timeout(context: ssl.SSLContext, seconds: int) -> None:
     _require().ctx_set_timeout(_pointer(context), seconds)
 
 
-def check_crls(context: ssl.SSLContext) -> None:
-    """Make `context`'s certificate store check each client certificate against its CRLs.
+def add_crls(context: ssl.SSLContext, crls: tuple[bytes, ...]) -> None:
+    """Add DER-encoded CRLs to `context`'s certificate store, which then checks client certificates.
 
-    `SSLContext.verify_flags` sets the flags of the context, which a
-    connection copies when it is created, so they are lost when the SNI
-    callback moves it to this context. The store's own flags still apply,
-    because verification starts from the store of the connection's current context.
+    The check is a flag of the store. `SSLContext.verify_flags` sets the
+    flags of the context, which a connection copies when it is created, so
+    they are lost when the SNI callback moves it to this context. The
+    store's own flags still apply, because verification starts from the
+    store of the connection's current context.
     """
     library = _require()
     store = library.ctx_get_cert_store(_pointer(context))
-    if not store or library.store_set_flags(store, _X509_V_FLAG_CRL_CHECK) != 1:
+    if not store:
+        raise RuntimeError("the TLS context has no certificate store")
+    for der in crls:
+        # d2i advances the pointer it is given, so it gets its own.
+        cursor = ctypes.c_char_p(der)
+        crl = library.d2i_crl(None, ctypes.byref(cursor), len(der))
+        if not crl:
+            raise RuntimeError("OpenSSL could not decode a CRL that cryptography had read")
+        try:
+            # The store takes its own reference to the CRL.
+            if library.store_add_crl(store, crl) != 1:
+                raise RuntimeError("the CRL could not be added to the TLS context's store")
+        finally:
+            library.crl_free(crl)
+    if library.store_set_flags(store, _X509_V_FLAG_CRL_CHECK) != 1:
         raise RuntimeError("the CRL check could not be set on the TLS context's certificate store")
 
 

@@ -170,15 +170,16 @@ def test_crl_replaced_during_load_read_again(
     crl = tmp_path / "crl.pem"
     write_crl(certs, crl)
     tls = ServerTls(crl_listener(certs, crl), b"s" * 32)
-    original = context_module._load_crls
+    original = context_module._read_crls
 
-    def load_then_replace(*args: Any) -> None:
-        original(*args)
+    def read_then_replace(*args: Any) -> tuple[bytes, ...]:
+        crls = original(*args)
         # The CA's publishing job replaces the file right after this read.
         write_crl(certs, crl, revoked=(certs / "client.pem",))
         os.utime(crl, (time.time() + 5, time.time() + 5))
+        return crls
 
-    monkeypatch.setattr(context_module, "_load_crls", load_then_replace)
+    monkeypatch.setattr(context_module, "_read_crls", read_then_replace)
     tls.apply(tls.config)
-    monkeypatch.setattr(context_module, "_load_crls", original)
+    monkeypatch.setattr(context_module, "_read_crls", original)
     assert tls.reload_changed_files()
