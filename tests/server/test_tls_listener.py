@@ -1,6 +1,5 @@
 """The HTTPS listener through a running worker: profiles, client certificates, SNI, reload."""
 
-import contextlib
 import datetime
 import shutil
 import socket
@@ -15,7 +14,7 @@ from ringwall.certs_cli import ensure_dev_certificates
 from tests.support.gateway_thread import GatewayThread, proxy_config, running_gateway
 from tests.support.h2_client import H2Client, StreamResponse, tls_client_context
 from tests.support.raw_upstream import RawUpstream
-from tests.support.tls import write_crl
+from tests.support.tls import send_and_half_close, write_crl
 from tests.support.waiting import wait_for
 
 TIMEOUT = 5.0
@@ -365,44 +364,14 @@ def test_ninth_pipelined_body_arrives_later(gateway: GatewayThread, certs: Path)
     assert received.count(b"HTTP/1.1 200 ") == 9
 
 
-def send_and_half_close(port: int, certs: Path, request: bytes, close_notify: bool) -> bytes:
-    """Send `request` over TLS, end the client's side in the same TCP write, and read to the end.
-
-    With `close_notify`, the request's record and the close_notify record
-    reach the gateway in one segment; without it, a TCP FIN follows the request.
-    """
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_context(certs).wrap_bio(incoming, outgoing, server_hostname="localhost")
-    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
-        while True:
-            try:
-                client.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                raw.sendall(outgoing.read())
-                incoming.write(raw.recv(65536))
-        client.write(request)
-        if close_notify:
-            with contextlib.suppress(ssl.SSLWantReadError):
-                client.unwrap()
-        raw.sendall(outgoing.read())
-        if not close_notify:
-            raw.shutdown(socket.SHUT_WR)
-        response = b""
-        while chunk := raw.recv(65536):
-            incoming.write(chunk)
-            with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLZeroReturnError):
-                while data := client.read(65536):
-                    response += data
-    return response
-
-
 def test_half_closed_client_gets_response(
     gateway: GatewayThread, certs: Path, upstream: RawUpstream
 ) -> None:
     # TCP FIN after the request, without close_notify, as with shutdown(SHUT_WR).
     request = b"GET /half HTTP/1.1\r\nHost: localhost\r\n\r\n"
-    response = send_and_half_close(gateway.tls_port, certs, request, close_notify=False)
+    response = send_and_half_close(
+        gateway.tls_port, client_context(certs), request, close_notify=False
+    )
 
     assert response.startswith(b"HTTP/1.1 200 ")
     assert response.endswith(b"ok")
@@ -416,7 +385,9 @@ def test_response_made_at_once_survives_close_notify(
     # the loop ends its poll. The close_notify that follows in the same read
     # must not close the connection before the response goes out.
     request = b"GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n"
-    response = send_and_half_close(gateway.tls_port, certs, request, close_notify=True)
+    response = send_and_half_close(
+        gateway.tls_port, client_context(certs), request, close_notify=True
+    )
 
     assert status_of(response) == 421
     assert upstream.requests == []

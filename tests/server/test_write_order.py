@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h11
@@ -122,61 +124,61 @@ def build_requests(count: int) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     return bytes(wire), sent
 
 
-def test_pipelined_mixed_responses_in_order(tmp_path: Path) -> None:
+@contextmanager
+def mixed_gateway(tmp_path: Path) -> Iterator[int]:
+    """Run a gateway in front of `mixed_upstream`, with room for the echo bodies; yield its port."""
     with scripted_upstream(mixed_upstream) as port:
         config = proxy_config(
             port, server="  timeouts: {drain: 2s}\n  limits: {max_body_bytes: 1MiB}"
         )
         with running_gateway(config, tmp_path) as gateway:
-            wire, sent = build_requests(40)
-            with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
-                sock.sendall(wire)
-                results = read_responses(sock, len(sent))
+            yield gateway.port
+
+
+def assert_in_order(sent: list[tuple[bytes, bytes]], results: list[tuple[int, bytes]]) -> None:
+    """Check that each request of `sent` got a 200 with its own body, in order."""
     assert len(results) == len(sent)
     for (target, body), (status, received) in zip(sent, results, strict=True):
         assert status == 200, target
         assert received == expected_body(target, body), target
+
+
+def test_pipelined_mixed_responses_in_order(tmp_path: Path) -> None:
+    wire, sent = build_requests(40)
+    with (
+        mixed_gateway(tmp_path) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+    ):
+        sock.sendall(wire)
+        results = read_responses(sock, len(sent))
+    assert_in_order(sent, results)
 
 
 def test_pipelined_then_half_close_gets_all(tmp_path: Path) -> None:
-    with scripted_upstream(mixed_upstream) as port:
-        config = proxy_config(
-            port, server="  timeouts: {drain: 2s}\n  limits: {max_body_bytes: 1MiB}"
-        )
-        with running_gateway(config, tmp_path) as gateway:
-            wire, sent = build_requests(12)
-            with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
-                sock.sendall(wire)
-                sock.shutdown(socket.SHUT_WR)
-                results = read_responses(sock, len(sent))
-    assert len(results) == len(sent)
-    for (target, body), (status, received) in zip(sent, results, strict=True):
-        assert status == 200, target
-        assert received == expected_body(target, body), target
+    wire, sent = build_requests(12)
+    with (
+        mixed_gateway(tmp_path) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+    ):
+        sock.sendall(wire)
+        sock.shutdown(socket.SHUT_WR)
+        results = read_responses(sock, len(sent))
+    assert_in_order(sent, results)
 
 
 def test_many_connections_in_parallel_in_order(tmp_path: Path) -> None:
-    with scripted_upstream(mixed_upstream) as port:
-        config = proxy_config(
-            port, server="  timeouts: {drain: 2s}\n  limits: {max_body_bytes: 1MiB}"
-        )
-        with running_gateway(config, tmp_path) as gateway:
-            wire, sent = build_requests(18)
-            socks = [
-                socket.create_connection(("127.0.0.1", gateway.port), timeout=10) for _ in range(8)
-            ]
-            try:
-                for sock in socks:
-                    sock.sendall(wire)
-                all_results = [read_responses(sock, len(sent)) for sock in socks]
-            finally:
-                for sock in socks:
-                    sock.close()
+    wire, sent = build_requests(18)
+    with mixed_gateway(tmp_path) as port:
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(8)]
+        try:
+            for sock in socks:
+                sock.sendall(wire)
+            all_results = [read_responses(sock, len(sent)) for sock in socks]
+        finally:
+            for sock in socks:
+                sock.close()
     for results in all_results:
-        assert len(results) == len(sent)
-        for (target, body), (status, received) in zip(sent, results, strict=True):
-            assert status == 200, target
-            assert received == expected_body(target, body), target
+        assert_in_order(sent, results)
 
 
 def test_http10_and_connection_close(tmp_path: Path) -> None:

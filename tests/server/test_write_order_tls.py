@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import socket
 import ssl
 from pathlib import Path
 
@@ -16,9 +15,10 @@ from ringwall.certs_cli import ensure_dev_certificates
 from tests.server.test_tls_listener import client_context
 from tests.server.test_tunnel_half_close import SWITCH, UPGRADE
 from tests.server.test_write_backpressure import wait_until_stalled
-from tests.server.test_write_order import build_requests, expected_body, mixed_upstream
+from tests.server.test_write_order import assert_in_order, build_requests, mixed_upstream
 from tests.support.gateway_thread import proxy_config, running_gateway
 from tests.support.scripted_upstream import read_head, scripted_upstream
+from tests.support.tls import read_all_plain, send_and_half_close, tls_session
 
 
 @pytest.fixture(scope="module")
@@ -43,46 +43,6 @@ def https_config(certs: Path, port: int, server_extra: str = "", route_extra: st
     client_auth: {{mode: none}}
 """
     return proxy_config(port, server=server, route_extra=route_extra)
-
-
-def tls_session(
-    port: int, certs: Path
-) -> tuple[socket.socket, ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
-    """Connect to `port` and do the TLS handshake through memory BIOs.
-
-    The test then decides when each TLS record, close_notify included, goes
-    out. Returns the socket, the TLS object and its incoming and outgoing BIOs.
-    """
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_context(certs).wrap_bio(incoming, outgoing, server_hostname="localhost")
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    while True:
-        try:
-            client.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            raw.sendall(outgoing.read())
-            incoming.write(raw.recv(65536))
-    raw.sendall(outgoing.read())
-    return raw, client, incoming, outgoing
-
-
-def read_all_plain(raw: socket.socket, client: ssl.SSLObject, incoming: ssl.MemoryBIO) -> bytes:
-    """Read from `raw` until it ends or is silent for 10 s, and return the decrypted bytes."""
-    response = b""
-    raw.settimeout(10)
-    while True:
-        try:
-            chunk = raw.recv(1 << 20)
-        except (ConnectionResetError, TimeoutError):
-            break
-        if not chunk:
-            break
-        incoming.write(chunk)
-        with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLZeroReturnError):
-            while data := client.read(1 << 20):
-                response += data
-    return response
 
 
 def parse_responses(data: bytes) -> list[tuple[int, bytes]]:
@@ -124,20 +84,10 @@ def test_https_pipelined_then_close(tmp_path: Path, certs: Path, close_notify: b
         with running_gateway(config, tmp_path, serve_tls=True) as gateway:
             wire, sent = build_requests(13)
             wire = wire.replace(b"Host: app", b"Host: localhost")
-            raw, client, incoming, outgoing = tls_session(gateway.tls_port, certs)
-            with raw:
-                client.write(wire)
-                if close_notify:
-                    with contextlib.suppress(ssl.SSLWantReadError):
-                        client.unwrap()
-                raw.sendall(outgoing.read())
-                if not close_notify:
-                    raw.shutdown(socket.SHUT_WR)
-                data = read_all_plain(raw, client, incoming)
-    results = parse_responses(data)
-    assert [status for status, _ in results] == [200] * len(sent)
-    for (target, body), (_, received) in zip(sent, results, strict=True):
-        assert received == expected_body(target, body), target
+            data = send_and_half_close(
+                gateway.tls_port, client_context(certs), wire, close_notify=close_notify
+            )
+    assert_in_order(sent, parse_responses(data))
 
 
 def test_https_tunnel_close_notify(tmp_path: Path, certs: Path) -> None:
@@ -154,7 +104,7 @@ def test_https_tunnel_close_notify(tmp_path: Path, certs: Path) -> None:
     with scripted_upstream(upstream) as port:
         config = https_config(certs, port, route_extra="    upgrades: [websocket]")
         with running_gateway(config, tmp_path, serve_tls=True) as gateway:
-            raw, client, incoming, outgoing = tls_session(gateway.tls_port, certs)
+            raw, client, incoming, outgoing = tls_session(gateway.tls_port, client_context(certs))
             with raw:
                 client.write(UPGRADE.replace(b"Host: app", b"Host: localhost") + b"abc")
                 client.write(b"def")
@@ -182,7 +132,7 @@ def test_https_slow_client_bounds_upstream(tmp_path: Path, certs: Path) -> None:
     with scripted_upstream(upstream) as port:
         config = https_config(certs, port)
         with running_gateway(config, tmp_path, serve_tls=True) as gateway:
-            raw, client, _incoming, outgoing = tls_session(gateway.tls_port, certs)
+            raw, client, _incoming, outgoing = tls_session(gateway.tls_port, client_context(certs))
             with raw:
                 client.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
                 raw.sendall(outgoing.read())

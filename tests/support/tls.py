@@ -1,7 +1,10 @@
-"""Throwaway TLS certificates for loopback test servers."""
+"""Throwaway TLS certificates for loopback test servers, and a TLS client on memory BIOs."""
 
+import contextlib
 import datetime
 import ipaddress
+import socket
+import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -86,3 +89,63 @@ def write_crl(certs: Path, path: Path, revoked: tuple[Path, ...] = ()) -> None:
         )
     crl = builder.sign(key, hashes.SHA256())
     path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+
+
+def tls_session(
+    port: int, context: ssl.SSLContext
+) -> tuple[socket.socket, ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+    """Connect to 127.0.0.1:`port` and do the TLS handshake for localhost through memory BIOs.
+
+    The test then decides when each TLS record, close_notify included, goes
+    out. Returns the socket, the TLS object and its incoming and outgoing BIOs.
+    """
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    while True:
+        try:
+            client.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            incoming.write(raw.recv(65536))
+    raw.sendall(outgoing.read())
+    return raw, client, incoming, outgoing
+
+
+def read_all_plain(raw: socket.socket, client: ssl.SSLObject, incoming: ssl.MemoryBIO) -> bytes:
+    """Read from `raw` until it ends or is silent for 10 s, and return the decrypted bytes."""
+    response = b""
+    raw.settimeout(10)
+    while True:
+        try:
+            chunk = raw.recv(1 << 20)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        incoming.write(chunk)
+        with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            while data := client.read(1 << 20):
+                response += data
+    return response
+
+
+def send_and_half_close(
+    port: int, context: ssl.SSLContext, data: bytes, close_notify: bool
+) -> bytes:
+    """Send `data` over TLS, end the client's side in the same TCP write, and read to the end.
+
+    With `close_notify`, the last data record and the close_notify record
+    reach the gateway in one segment. Without it, a TCP FIN follows the data.
+    """
+    raw, client, incoming, outgoing = tls_session(port, context)
+    with raw:
+        client.write(data)
+        if close_notify:
+            with contextlib.suppress(ssl.SSLWantReadError):
+                client.unwrap()
+        raw.sendall(outgoing.read())
+        if not close_notify:
+            raw.shutdown(socket.SHUT_WR)
+        return read_all_plain(raw, client, incoming)
