@@ -369,9 +369,7 @@ def test_unserved_host_gets_421(upstream: RawUpstream, tmp_path: Path) -> None:
             assert response.status == status, host
 
 
-def test_response_arrives_when_the_request_ends_with_a_half_close(
-    upstream: RawUpstream, tmp_path: Path
-) -> None:
+def test_response_sent_before_half_close(upstream: RawUpstream, tmp_path: Path) -> None:
     # The 405 is held until the loop ends its poll, the connection stays
     # open after it, and the FIN comes in the same segment as the request
     # (TCP cork): the response must still go out before the connection closes.
